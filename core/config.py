@@ -1,0 +1,114 @@
+"""Settings from the environment (prefix CASTIEL_) and an optional .env file, validated at start."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import Invalid
+
+DEMO_SECRET_KEY = "castiel-embedded-demo-key-not-for-production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CASTIEL_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    store: Literal["sqlite", "cosmos"] = "sqlite"
+    cosmos_endpoint: str | None = None
+    cosmos_key: SecretStr | None = None
+    cosmos_database: str = "castiel"
+    cosmos_verify_tls: bool = True
+    blob: Literal["local", "azure"] = "local"
+    azure_storage_connection_string: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_STORAGE_CONNECTION_STRING", "CASTIEL_AZURE_STORAGE_CONNECTION_STRING"),
+    )
+    secret_key: SecretStr | None = None
+    # A Key Vault reference (https://<vault>.vault.azure.net/secrets/<name>) for the Fernet key.
+    fernet_key_ref: str | None = None
+    admin_email: str = "admin@castiel.local"
+    admin_password: SecretStr | None = None
+    demo_password: SecretStr | None = None
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
+    lockout_attempts: int = Field(default=5, ge=1, le=100)
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # Single sign-on through Microsoft Entra ID (st.login); group or app-role name -> console role.
+    oidc_enabled: bool = False
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    # LLM / embeddings through the openai SDK (OpenAI, Azure OpenAI or any compatible base URL).
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_azure_api_version: str | None = None
+    embedder: Literal["local", "openai"] = "local"
+    embedding_model: str = "text-embedding-3-small"
+    mlflow_tracking_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Settings:
+        if self.store == "cosmos" and not (self.cosmos_endpoint and self.cosmos_key):
+            raise ValueError("CASTIEL_STORE=cosmos needs CASTIEL_COSMOS_ENDPOINT and CASTIEL_COSMOS_KEY")
+        if self.blob == "azure" and not self.azure_storage_connection_string:
+            raise ValueError("CASTIEL_BLOB=azure needs AZURE_STORAGE_CONNECTION_STRING")
+        if self.secret_key is None and not self.embedded_demo:
+            raise ValueError(
+                "CASTIEL_SECRET_KEY is required outside the embedded demo mode (SQLite + local blobs); "
+                "set it to a long random string, e.g. `python -c 'import secrets;print(secrets.token_urlsafe(48))'`"
+            )
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 16:
+            raise ValueError("CASTIEL_SECRET_KEY must be at least 16 characters")
+        return self
+
+    @property
+    def embedded_demo(self) -> bool:
+        return self.store == "sqlite" and self.blob == "local"
+
+    @property
+    def using_default_key(self) -> bool:
+        return self.secret_key is None
+
+    @property
+    def secret(self) -> str:
+        return self.secret_key.get_secret_value() if self.secret_key else DEMO_SECRET_KEY
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (cookies, Fernet), derived from the secret key."""
+        return hashlib.sha256(f"{purpose}:{self.secret}".encode()).digest()
+
+    def fernet_key(self) -> bytes:
+        return base64.urlsafe_b64encode(self.derived_key("fernet"))
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "castiel.db"
+
+    @property
+    def blob_root(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings; a bad value raises ``Invalid`` naming the setting and what is allowed."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = f"CASTIEL_{loc.upper()}" if loc else "settings"
+            lines.append(f"{name}: {err['msg']}" + (f" (got {err['input']!r})" if loc and "input" in err else ""))
+        raise Invalid("bad configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,49 @@
+"""Every container the console stores, with the fields its queries filter and sort on.
+
+One list, so `python -m core migrate` creates the same shape on SQLite and Cosmos DB.
+Add a feature's containers here (with the indexes its queries need).
+"""
+
+from __future__ import annotations
+
+from core.adapters.store import ContainerSpec as C
+
+CONTAINERS: tuple[C, ...] = (
+    # foundation
+    C("tenants"),
+    C("users", indexes=(("email",),)),
+    C("audit", indexes=(("at",), ("action", "at"), ("actor", "at"))),
+    C("jobs", indexes=(("queue", "status", "availableAt"), ("status", "leaseUntil"), ("dedupeKey",))),
+    C("job_runs", indexes=(("startedAt",), ("job", "startedAt"))),
+    C("rollups", indexes=(("kind", "bucket"),)),
+    # integrations (issue 3)
+    C("connections", indexes=(("provider",), ("status",))),
+    C("sync_runs", indexes=(("connectionId", "queuedAt"), ("status",))),
+    C("crm_records", indexes=(("objectType", "sourceId"), ("connectionId",), ("objectType", "updatedAt"))),
+    C("documents", indexes=(("connectionId",), ("project",), ("sourceId",))),
+    C("webhook_events", indexes=(("connectionId", "receivedAt"),)),
+    # embeddings (issue 4)
+    C("doc_changes", indexes=(("seq",), ("status", "seq"))),
+    C("chunks", indexes=(("documentId",), ("project",), ("model",))),
+    C("pipeline_state"),
+    # prompts and experiments (issue 5)
+    C("prompts", indexes=(("slot", "version"),)),
+    C("prompt_labels", indexes=(("slot", "at"),)),
+    C("eval_runs", indexes=(("slot", "startedAt"),)),
+    C("experiments", indexes=(("status",), ("slot",))),
+    C("exp_events", indexes=(("experimentId", "at"), ("dedupeKey",))),
+    C("exp_rollups", indexes=(("experimentId", "day"),)),
+    # models (issue 6)
+    C("model_aliases", indexes=(("model", "at"),)),
+    C("predictions", indexes=(("model", "at"),)),
+    C("drift_checks", indexes=(("model", "at"),)),
+    # templates (issue 7)
+    C("templates", indexes=(("name",),)),
+    C("generation_jobs", indexes=(("templateId", "createdAt"), ("status",))),
+    C("generated_docs", indexes=(("jobId",), ("templateId", "createdAt"))),
+    # overview, telemetry and alerts (issue 8)
+    C("telemetry", indexes=(("operation", "bucket"), ("bucket",))),
+    C("alert_rules", indexes=(("rule",),)),
+    C("alerts", indexes=(("status", "openedAt"), ("rule", "status"))),
+    C("notifications", indexes=(("alertId",), ("status",))),
+)
