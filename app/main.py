@@ -83,13 +83,16 @@ def main() -> None:
         return
     specs = available_pages()
     landing = landing_for(principal.role)
-    pages = {
-        s.key: st.Page(str(s.path), title=s.title, icon=s.icon, url_path=s.key, default=(s.key == landing))
-        for s in specs
-    }
+    pages = {s.key: st.Page(str(s.path), title=s.title, icon=s.icon, url_path=s.key) for s in specs}
+
+    def home() -> None:
+        st.switch_page(pages[landing])
+
     # Every screen is routable (so a forbidden URL says "not authorised" instead of "not found"),
-    # but the menu lists only the screens this role may open.
-    current = st.navigation(list(pages.values()), position="hidden")
+    # but the menu lists only the screens this role may open. The default page only forwards to the
+    # role's landing screen, so every real screen keeps its own URL.
+    home_page = st.Page(home, title="Home", url_path="home", default=True)
+    current = st.navigation([home_page, *pages.values()], position="hidden")
     with st.sidebar:
         st.markdown("### Castiel Console")
         sections: dict[str, list] = {}
@@ -106,6 +109,8 @@ def main() -> None:
         st.caption(f"Signed in as **{principal.email}** · {ROLE_LABELS.get(principal.role, principal.role)}")
         if st.button("Sign out", key="sign_out", icon=":material/logout:"):
             sign_out(services)
+    if current is home_page:
+        current.run()
     key = next((k for k, p in pages.items() if p.url_path == current.url_path), landing)
     spec = BY_KEY[key]
     if not spec.allows(principal.role):
