@@ -1,4 +1,4 @@
-"""Console administration from the shell: `python -m core {setup,migrate,create-user,seed-demo,health}`."""
+"""Console administration from the shell: `python -m core {setup,migrate,create-user,create-tenant,seed-demo,health}`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,14 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create_tenant(args: argparse.Namespace) -> int:
+    from core.services.access import SYSTEM
+
+    tenant = _services().tenants.create(SYSTEM, args.id, args.name, reason=args.reason)
+    print(f"created tenant {tenant['id']} ({tenant['name']})")
+    return 0
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> int:
     from core.migrate import migrate
     from core.seed import seed_demo
@@ -114,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     g.add_argument("--generate", action="store_true", help="generate a one-time password")
     c.set_defaults(fn=cmd_create_user)
+    t = sub.add_parser("create-tenant", help="create a tenant with default settings")
+    t.add_argument("--id", required=True)
+    t.add_argument("--name", required=True)
+    t.add_argument("--reason", default="created from the CLI")
+    t.set_defaults(fn=cmd_create_tenant)
     d = sub.add_parser("seed-demo", help="create the demo tenants, users and data")
     d.add_argument("--demo-password", default=None)
     d.set_defaults(fn=cmd_seed_demo)
