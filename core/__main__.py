@@ -1,4 +1,4 @@
-"""Console administration from the shell: `python -m core {setup,migrate,create-user,create-tenant,seed-demo,health}`."""
+"""Console administration from the shell: `python -m core <command>` (setup, migrate, create-user, ...)."""
 
 from __future__ import annotations
 

@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     embedder: Literal["local", "openai"] = "local"
     embedding_model: str = "text-embedding-3-small"
     mlflow_tracking_uri: str | None = None
+    # Alert notifications (issue 8): SMTP for email; CASTIEL_ALERT_CHANNELS lists fallback targets for
+    # platform alerts as "email:ops@example.com slack:https://hooks.slack.com/..." (space or comma separated).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_sender: str = "castiel-alerts@localhost"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    alert_channels: str = ""
+    alert_interval_seconds: float = Field(default=60.0, ge=5, le=3600)
+    console_url: str | None = None
+    # Record service, page and store call telemetry into rollups (CASTIEL_TELEMETRY_ENABLED=false turns it off).
+    telemetry_enabled: bool = True
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:

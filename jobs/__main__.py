@@ -27,8 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     from jobs.runner import Worker
 
-    worker = Worker(services, consumers=args.consumers, queues=[q for q in args.queues.split(",") if q] or None,
-                    with_scheduler=not args.no_scheduler)
+    worker = Worker(
+        services,
+        consumers=args.consumers,
+        queues=[q for q in args.queues.split(",") if q] or None,
+        with_scheduler=not args.no_scheduler,
+    )
     worker.run_forever()
     return 0
 

@@ -29,8 +29,14 @@ _PERMANENT = (Invalid, Forbidden, NotFound, QuotaExceeded)
 
 
 class Worker:
-    def __init__(self, services: Services, consumers: int = 2, queues: list[str] | None = None,
-                 poll_seconds: float | None = None, with_scheduler: bool = True) -> None:
+    def __init__(
+        self,
+        services: Services,
+        consumers: int = 2,
+        queues: list[str] | None = None,
+        poll_seconds: float | None = None,
+        with_scheduler: bool = True,
+    ) -> None:
         self.services = services
         self.consumers = consumers
         self.queues = queues
@@ -46,8 +52,16 @@ class Worker:
     # scheduled jobs ----------------------------------------------------------------------
     def _record_run(self, job_id: str, fn: Any) -> None:
         started = clock.iso()
-        run = {"id": f"{started}-{job_id}", "tenantId": "_platform", "job": job_id, "startedAt": started,
-               "endedAt": None, "status": "running", "error": None, "worker": self.worker_id}
+        run = {
+            "id": f"{started}-{job_id}",
+            "tenantId": "_platform",
+            "job": job_id,
+            "startedAt": started,
+            "endedAt": None,
+            "status": "running",
+            "error": None,
+            "worker": self.worker_id,
+        }
         self.services.store.create("job_runs", run)
         try:
             result = fn(self.services)
@@ -62,8 +76,16 @@ class Worker:
         sched = BackgroundScheduler(timezone="UTC")
         for s in tasks.SCHEDULES.values():
             sched.add_job(
-                self._record_run, s.trigger, args=[s.id, s.func], id=s.id, name=s.id,
-                replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=300, **s.trigger_args,
+                self._record_run,
+                s.trigger,
+                args=[s.id, s.func],
+                id=s.id,
+                name=s.id,
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=300,
+                **s.trigger_args,
             )
         sched.start()
         self.scheduler = sched

@@ -38,8 +38,9 @@ def two_tenants(services: Services) -> tuple[str, str]:
 
 def make_user(services: Services, role: str, tenant: str | None, email: str | None = None) -> Principal:
     email = email or f"{role}-{tenant or 'all'}@example.com"
-    user, _ = services.users.create(SYSTEM, email, role, None if role == ADMIN else tenant, password=PASSWORD,
-                                    reason="test")
+    user, _ = services.users.create(
+        SYSTEM, email, role, None if role == ADMIN else tenant, password=PASSWORD, reason="test"
+    )
     p = services.users.current(user["id"])
     assert p is not None
     return p

@@ -31,8 +31,10 @@ def live_panel() -> None:
             st.info("No queued, running or dead-lettered work.")
         running = svc.queue.recent(ctx.principal, ctx.tenant_id, status="running", limit=20)
         for item in running:
-            st.progress(float(item.get("progress") or 0.0),
-                        text=f"{item['kind']} · {item.get('progressMessage') or 'running'} · attempt {item['attempts']}")
+            st.progress(
+                float(item.get("progress") or 0.0),
+                text=f"{item['kind']} · {item.get('progressMessage') or 'running'} · attempt {item['attempts']}",
+            )
 
 
 live_panel()
@@ -41,8 +43,16 @@ st.subheader("Recent failures")
 with handled():
     dead = svc.queue.recent(ctx.principal, ctx.tenant_id, status="dead", limit=50)
     rows = [
-        {"id": d["id"], "tenant": d["tenantId"], "queue": d["queue"], "kind": d["kind"], "attempts": d["attempts"],
-         "error": d.get("error"), "finished": d.get("finishedAt"), "requested by": d.get("requestedBy")}
+        {
+            "id": d["id"],
+            "tenant": d["tenantId"],
+            "queue": d["queue"],
+            "kind": d["kind"],
+            "attempts": d["attempts"],
+            "error": d.get("error"),
+            "finished": d.get("finishedAt"),
+            "requested by": d.get("requestedBy"),
+        }
         for d in dead
     ]
     table_with_csv(rows, key="dead", file_name="dead-letter.csv", empty="No failed jobs.")
@@ -61,10 +71,23 @@ st.subheader("Recent jobs")
 with handled():
     recent = svc.queue.recent(ctx.principal, ctx.tenant_id, limit=100)
     table_with_csv(
-        [{"created": r["createdAt"], "tenant": r["tenantId"], "queue": r["queue"], "kind": r["kind"],
-          "status": r["status"], "attempts": r["attempts"], "progress": r.get("progress"), "reason": r.get("reason"),
-          "requested by": r.get("requestedBy")} for r in recent],
-        key="recent", file_name="jobs.csv", empty="No jobs yet.",
+        [
+            {
+                "created": r["createdAt"],
+                "tenant": r["tenantId"],
+                "queue": r["queue"],
+                "kind": r["kind"],
+                "status": r["status"],
+                "attempts": r["attempts"],
+                "progress": r.get("progress"),
+                "reason": r.get("reason"),
+                "requested by": r.get("requestedBy"),
+            }
+            for r in recent
+        ],
+        key="recent",
+        file_name="jobs.csv",
+        empty="No jobs yet.",
     )
 
 if ctx.principal.role == ADMIN:
@@ -73,5 +96,7 @@ if ctx.principal.role == ADMIN:
         runs = svc.queue.scheduled_runs(ctx.principal)
         table_with_csv(
             [{k: r.get(k) for k in ("job", "startedAt", "endedAt", "status", "error", "worker")} for r in runs],
-            key="runs", file_name="scheduled-runs.csv", empty="The worker has not run any scheduled job yet.",
+            key="runs",
+            file_name="scheduled-runs.csv",
+            empty="The worker has not run any scheduled job yet.",
         )

@@ -25,9 +25,15 @@ with handled():
     users = svc.users.list(ctx.principal, ctx.tenant_id)
     rows = [
         {
-            "email": u["email"], "name": u.get("name"), "role": ROLE_LABELS.get(u["role"], u["role"]),
-            "tenant": _tenant_label(u.get("homeTenant")), "source": u.get("source"), "active": u.get("active"),
-            "mfa": u.get("mfaEnrolled"), "locked until": u.get("lockedUntil"), "last login": u.get("lastLoginAt"),
+            "email": u["email"],
+            "name": u.get("name"),
+            "role": ROLE_LABELS.get(u["role"], u["role"]),
+            "tenant": _tenant_label(u.get("homeTenant")),
+            "source": u.get("source"),
+            "active": u.get("active"),
+            "mfa": u.get("mfaEnrolled"),
+            "locked until": u.get("lockedUntil"),
+            "last login": u.get("lastLoginAt"),
         }
         for u in users
     ]
@@ -39,8 +45,13 @@ with tab_invite:
         email = st.text_input("Email", key="invite_email")
         name = st.text_input("Name", key="invite_name")
         role = st.selectbox("Role", ROLES, format_func=lambda r: ROLE_LABELS[r], key="invite_role")
-        tenant = st.selectbox("Tenant", tenant_options, format_func=_tenant_label, key="invite_tenant",
-                              index=tenant_options.index(ctx.tenant_id) if ctx.tenant_id in tenant_options else 0)
+        tenant = st.selectbox(
+            "Tenant",
+            tenant_options,
+            format_func=_tenant_label,
+            key="invite_tenant",
+            index=tenant_options.index(ctx.tenant_id) if ctx.tenant_id in tenant_options else 0,
+        )
         reason = st.text_input("Reason", key="invite_reason")
         if st.form_submit_button("Invite", type="primary"):
             with handled():
@@ -62,11 +73,17 @@ with tab_manage:
             f"{'active' if user.get('active') else 'deactivated'}"
         )
         with st.form("role_form"):
-            new_role = st.selectbox("New role", ROLES, index=ROLES.index(user["role"]),
-                                    format_func=lambda r: ROLE_LABELS[r], key="role_new")
+            new_role = st.selectbox(
+                "New role", ROLES, index=ROLES.index(user["role"]), format_func=lambda r: ROLE_LABELS[r], key="role_new"
+            )
             home = user.get("homeTenant")
-            new_tenant = st.selectbox("Tenant", tenant_options, format_func=_tenant_label, key="role_tenant",
-                                      index=tenant_options.index(home) if home in tenant_options else 0)
+            new_tenant = st.selectbox(
+                "Tenant",
+                tenant_options,
+                format_func=_tenant_label,
+                key="role_tenant",
+                index=tenant_options.index(home) if home in tenant_options else 0,
+            )
             reason = st.text_input("Reason", key="role_reason")
             if st.form_submit_button("Set role"):
                 with handled():

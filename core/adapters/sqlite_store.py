@@ -64,9 +64,7 @@ class SqliteStore(DocumentStore):
             return self._conn().execute(sql, params)
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
-                raise StoreUnavailable(
-                    f"the store has no table for this ({e}); run `python -m core migrate`"
-                ) from e
+                raise StoreUnavailable(f"the store has no table for this ({e}); run `python -m core migrate`") from e
             raise StoreUnavailable(f"SQLite error at {self.path}: {e}") from e
 
     def close(self) -> None:

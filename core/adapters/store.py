@@ -174,7 +174,9 @@ class DocumentStore(abc.ABC):
                 time.sleep(min(0.002 * (2**attempt), 0.2))
         raise Conflict(f"{container}/{doc_id} kept changing under {attempts} attempts; try again")
 
-    def increment(self, container: str, tenant_id: str, doc_id: str, deltas: dict[str, float], base: Doc | None = None) -> Doc:
+    def increment(
+        self, container: str, tenant_id: str, doc_id: str, deltas: dict[str, float], base: Doc | None = None
+    ) -> Doc:
         """Add ``deltas`` to numeric fields of one rollup document, creating it from ``base``."""
 
         def change(doc: Doc | None) -> Doc:

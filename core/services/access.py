@@ -52,7 +52,9 @@ def require(principal: Principal | None, tenant_id: str | None = None, roles: It
     allowed = set(roles)
     if principal.role not in allowed:
         names = ", ".join(ROLE_LABELS.get(r, r) for r in ROLES if r in allowed)
-        raise Forbidden(f"your role ({ROLE_LABELS.get(principal.role, principal.role)}) may not do this; needs: {names}")
+        raise Forbidden(
+            f"your role ({ROLE_LABELS.get(principal.role, principal.role)}) may not do this; needs: {names}"
+        )
     if tenant_id is not None and not principal.can_see_tenant(tenant_id):
         raise Forbidden("you are not authorised for this tenant")
     return principal

@@ -97,8 +97,13 @@ class TenantService:
             raise Invalid(f"invalid tenant settings: {msgs}") from None
         updated = self.store.upsert(self.CONTAINER, {**current, "settings": valid}, if_match=current["_etag"])
         self.audit.record(
-            principal, tenant_id, "tenant.settings", f"tenant:{tenant_id}", reason,
-            before=current.get("settings"), after=valid,
+            principal,
+            tenant_id,
+            "tenant.settings",
+            f"tenant:{tenant_id}",
+            reason,
+            before=current.get("settings"),
+            after=valid,
         )
         return updated
 

@@ -63,7 +63,11 @@ class UserService:
     @staticmethod
     def principal_of(user: Doc) -> Principal:
         return Principal(
-            user_id=user["id"], email=user["email"], role=user["role"], tenant_id=user.get("homeTenant"), name=user.get("name", "")
+            user_id=user["id"],
+            email=user["email"],
+            role=user["role"],
+            tenant_id=user.get("homeTenant"),
+            name=user.get("name", ""),
         )
 
     @staticmethod
@@ -134,7 +138,11 @@ class UserService:
         except Conflict:
             raise Conflict(f"a user with email {email} already exists") from None
         self.audit.record(
-            principal, tenant_id, "user.create", f"user:{email}", reason,
+            principal,
+            tenant_id,
+            "user.create",
+            f"user:{email}",
+            reason,
             after={"role": role, "tenant": tenant_id, "source": source},
         )
         return self.public(created), generated
@@ -164,8 +172,13 @@ class UserService:
         actor = self.principal_of(user)
         self.audit.record(actor, user.get("homeTenant"), "login.failed", f"user:{user['email']}", why)
         if locked:
-            self.audit.record(actor, user.get("homeTenant"), "user.locked", f"user:{user['email']}",
-                              f"{self.lockout_attempts} failed logins")
+            self.audit.record(
+                actor,
+                user.get("homeTenant"),
+                "user.locked",
+                f"user:{user['email']}",
+                f"{self.lockout_attempts} failed logins",
+            )
 
     def _check_usable(self, user: Doc) -> None:
         if not user.get("active"):
@@ -304,8 +317,13 @@ class UserService:
         assert after is not None
         keys = ("role", "homeTenant", "active", "mfaEnrolled", "lockedUntil")
         self.audit.record(
-            principal, before.get("homeTenant"), action, f"user:{before['email']}", reason,
-            before={k: before.get(k) for k in keys}, after={k: after.get(k) for k in keys},
+            principal,
+            before.get("homeTenant"),
+            action,
+            f"user:{before['email']}",
+            reason,
+            before={k: before.get(k) for k in keys},
+            after={k: after.get(k) for k in keys},
         )
         return self.public(after)
 
@@ -325,7 +343,10 @@ class UserService:
 
     def reset_mfa(self, principal: Principal, user_id: str, reason: str) -> Doc:
         return self._admin_change(
-            principal, user_id, "user.reset_mfa", reason,
+            principal,
+            user_id,
+            "user.reset_mfa",
+            reason,
             lambda d: d.update(mfaEnrolled=False, mfaSecret=None, mfaPending=None),
         )
 
@@ -334,7 +355,10 @@ class UserService:
         if user_id == principal.user_id and not active:
             raise Invalid("you cannot deactivate yourself")
         return self._admin_change(
-            principal, user_id, "user.activate" if active else "user.deactivate", reason,
+            principal,
+            user_id,
+            "user.activate" if active else "user.deactivate",
+            reason,
             lambda d: d.update(active=active, lockedUntil=None, failedLogins=0),
         )
 
@@ -373,10 +397,18 @@ class UserService:
         if user is None:
             from core.services.access import SYSTEM
 
-            self.create(SYSTEM, email, role, tenant_id, name=str(claims.get("name") or ""), source="entra",
-                        reason="first single sign-on")
+            self.create(
+                SYSTEM,
+                email,
+                role,
+                tenant_id,
+                name=str(claims.get("name") or ""),
+                source="entra",
+                reason="first single sign-on",
+            )
             user = self._get(user_id_for(email))
         elif user.get("role") != role or user.get("homeTenant") != tenant_id:
+
             def change(doc: Doc | None) -> Doc | None:
                 if doc is None:
                     return None

@@ -59,7 +59,10 @@ class WorkQueue:
         part = tenant_id or PLATFORM
         if dedupe_key:
             existing = self.store.query(
-                self.CONTAINER, part, [Cond("dedupeKey", "=", dedupe_key), Cond("status", "in", list(OPEN_STATES))], limit=1
+                self.CONTAINER,
+                part,
+                [Cond("dedupeKey", "=", dedupe_key), Cond("status", "in", list(OPEN_STATES))],
+                limit=1,
             )
             if existing:
                 return existing[0]
@@ -91,8 +94,14 @@ class WorkQueue:
         }
         created = self.store.create(self.CONTAINER, doc)
         if audit:
-            self.audit.record(principal, tenant_id, f"job.enqueue.{kind}", f"job:{doc['id']}", reason,
-                              after={"queue": queue, "payload": payload})
+            self.audit.record(
+                principal,
+                tenant_id,
+                f"job.enqueue.{kind}",
+                f"job:{doc['id']}",
+                reason,
+                after={"queue": queue, "payload": payload},
+            )
         return created
 
     # consuming ---------------------------------------------------------------------------
@@ -111,7 +120,11 @@ class WorkQueue:
         for item in candidates:
             if item["status"] == RUNNING:
                 item.setdefault("errors", []).append(
-                    {"attempt": item["attempts"], "at": now, "error": f"lease expired (worker {item['workerId']} stopped)"}
+                    {
+                        "attempt": item["attempts"],
+                        "at": now,
+                        "error": f"lease expired (worker {item['workerId']} stopped)",
+                    }
                 )
                 if item["attempts"] >= item["maxAttempts"]:
                     item.update(status=DEAD, error="worker stopped responding on the last attempt", finishedAt=now)
@@ -160,16 +173,24 @@ class WorkQueue:
             item, worker_id, status=SUCCEEDED, finishedAt=clock.iso(), progress=1.0, result=result, leaseUntil=None
         )
 
-    def fail(self, item: Doc, worker_id: str, error: str, retryable: bool = True, retry_after: float | None = None) -> Doc:
+    def fail(
+        self, item: Doc, worker_id: str, error: str, retryable: bool = True, retry_after: float | None = None
+    ) -> Doc:
         """Record a failed attempt: back off and retry, or dead-letter with the reason."""
         current = self.store.get(self.CONTAINER, item["tenantId"], item["id"])
         attempts = int(current["attempts"])
         errors = list(current.get("errors") or []) + [{"attempt": attempts, "at": clock.iso(), "error": error[:2000]}]
         if retryable and attempts < int(current["maxAttempts"]):
-            backoff = retry_after if retry_after is not None else min(2.0 ** attempts, 300.0) * random.uniform(0.8, 1.2)
+            backoff = retry_after if retry_after is not None else min(2.0**attempts, 300.0) * random.uniform(0.8, 1.2)
             return self._owned_update(
-                item, worker_id, status=QUEUED, availableAt=clock.iso_in(backoff), leaseUntil=None, workerId=None,
-                error=error[:2000], errors=errors,
+                item,
+                worker_id,
+                status=QUEUED,
+                availableAt=clock.iso_in(backoff),
+                leaseUntil=None,
+                workerId=None,
+                error=error[:2000],
+                errors=errors,
             )
         return self._owned_update(
             item, worker_id, status=DEAD, finishedAt=clock.iso(), leaseUntil=None, error=error[:2000], errors=errors
@@ -228,7 +249,11 @@ class WorkQueue:
         return [QueueDepth(q, c[QUEUED], c[RUNNING], c[DEAD]) for q, c in sorted(out.items())]
 
     def recent(
-        self, principal: Principal, tenant_id: str | None = None, status: str | None = None, limit: int = 50,
+        self,
+        principal: Principal,
+        tenant_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
         kind: str | None = None,
     ) -> list[Doc]:
         require(principal, tenant_id)

@@ -13,7 +13,7 @@ from jobs.tasks import TaskContext, handler, schedule
 
 @handler("system.probe")
 def probe(ctx: TaskContext) -> dict[str, Any]:
-    """Sleeps ``seconds`` in small steps reporting progress; ``fail`` makes it raise. Used by tests and the Jobs panel."""
+    """Sleeps ``seconds`` in steps reporting progress; ``fail`` makes it raise. For tests and the Jobs panel."""
     seconds = float(ctx.payload.get("seconds", 0))
     steps = max(1, int(seconds / 0.1))
     for i in range(steps):

@@ -12,8 +12,13 @@ from core.services.access import Principal
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
-def open_page(page_key: str | None, principal: Principal | None, tenant: str | None = None,
-              query: dict[str, str] | None = None, timeout: float = 60) -> AppTest:
+def open_page(
+    page_key: str | None,
+    principal: Principal | None,
+    tenant: str | None = None,
+    query: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> AppTest:
     at = AppTest.from_file(MAIN, default_timeout=timeout)
     if principal is not None:
         at.session_state[state.PRINCIPAL] = principal

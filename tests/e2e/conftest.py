@@ -50,8 +50,14 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningConsole
         "CASTIEL_METRICS_PORT": str(free_port()),
     }
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(ROOT / "castiel"), "start"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(ROOT / "castiel"), "start"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
     try:
@@ -89,8 +95,15 @@ def browser():  # type: ignore[no-untyped-def]
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
         )
         yield b
         b.close()

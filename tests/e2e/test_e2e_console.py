@@ -20,7 +20,9 @@ def test_admin_visits_every_page(console, browser, tmp_path):
         wait_idle(page)
         page.screenshot(path=str(tmp_path / f"{spec.key}.png"), full_page=True)
         assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {spec.key}"
-        assert page.get_by_role("button", name="Sign in").count() == 0, f"{spec.key}: sent back to sign in (cookie not resumed)"
+        assert page.get_by_role("button", name="Sign in").count() == 0, (
+            f"{spec.key}: sent back to sign in (cookie not resumed)"
+        )
         assert page.get_by_text("Not authorised").count() == 0, f"admin refused on {spec.key}"
         assert page.get_by_text("Something went wrong").count() == 0, f"unexpected error on {spec.key}"
     page.close()

@@ -19,8 +19,15 @@ pytestmark = pytest.mark.e2e
 
 def test_entra_style_groups_map_to_console_roles(browser, tmp_path: Path):
     users = [
-        User(sub="jane", claims={"email": "jane@contoso.com", "name": "Jane", "groups": ["castiel-ops"],
-                                 "castiel_tenant": "contoso"}),
+        User(
+            sub="jane",
+            claims={
+                "email": "jane@contoso.com",
+                "name": "Jane",
+                "groups": ["castiel-ops"],
+                "castiel_tenant": "contoso",
+            },
+        ),
         User(sub="bob", claims={"email": "bob@contoso.com", "name": "Bob", "groups": ["sales"]}),
     ]
     with run_server_in_thread(port=0, user_claims=users) as idp:
@@ -35,15 +42,35 @@ def test_entra_style_groups_map_to_console_roles(browser, tmp_path: Path):
             'client_secret = "castiel-secret"\n'
             f'server_metadata_url = "{issuer}/.well-known/openid-configuration"\n'
         )
-        env = {**os.environ, "CASTIEL_DATA_DIR": str(tmp_path / "var"), "CASTIEL_OIDC_ENABLED": "true",
-               "CASTIEL_OIDC_ROLE_MAP": '{"castiel-ops": "ops", "castiel-admins": "admin"}',
-               "CASTIEL_ADMIN_PASSWORD": "sso-admin-password-1", "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "CASTIEL_DATA_DIR": str(tmp_path / "var"),
+            "CASTIEL_OIDC_ENABLED": "true",
+            "CASTIEL_OIDC_ROLE_MAP": '{"castiel-ops": "ops", "castiel-admins": "admin"}',
+            "CASTIEL_ADMIN_PASSWORD": "sso-admin-password-1",
+            "PYTHONPATH": str(ROOT),
+        }
         for cmd in (["setup", "--no-demo"], ["create-tenant", "--id", "contoso", "--name", "Contoso"]):
             subprocess.run([sys.executable, "-m", "core", *cmd], cwd=ROOT, env=env, check=True, capture_output=True)
         web = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--secrets.files", str(secrets)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app/main.py",
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(port),
+                "--secrets.files",
+                str(secrets),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             for _ in range(120):

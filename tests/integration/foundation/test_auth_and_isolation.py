@@ -75,7 +75,9 @@ def test_tampered_and_expired_cookie_tokens_are_refused(services, principals):
     key = services.settings.derived_key("session-cookie").hex()
     model = CookieModel.__new__(CookieModel)
     model.cookie_key = key
-    model.token = jwt.encode({"username": "x", "exp_date": 1}, "another-key-of-thirty-two-bytes-long!", algorithm="HS256")
+    model.token = jwt.encode(
+        {"username": "x", "exp_date": 1}, "another-key-of-thirty-two-bytes-long!", algorithm="HS256"
+    )
     assert model._token_decode() is False
     model.token = jwt.encode({"username": services.users.session_subject(principals["ops"]), "exp_date": 1}, key)
     decoded = model._token_decode()
@@ -132,11 +134,13 @@ def test_admin_cannot_be_tenant_scoped_and_roles_are_checked(services, two_tenan
 def test_oidc_claims_map_to_roles(services, two_tenants):
     role_map = {"castiel-ops": "ops", "castiel-admins": "admin"}
     p = services.users.principal_from_oidc(
-        {"email": "Jane@Contoso.com", "groups": ["castiel-ops"], "castiel_tenant": two_tenants[0]}, role_map)
+        {"email": "Jane@Contoso.com", "groups": ["castiel-ops"], "castiel_tenant": two_tenants[0]}, role_map
+    )
     assert (p.email, p.role, p.tenant_id) == ("jane@contoso.com", "ops", two_tenants[0])
     with pytest.raises(Forbidden):
         services.users.principal_from_oidc({"email": "bob@contoso.com", "groups": ["other"]}, role_map)
     services.users.set_active(SYSTEM, p.user_id, False, "offboarded")
     with pytest.raises(Forbidden):
-        services.users.principal_from_oidc({"email": "jane@contoso.com", "groups": ["castiel-ops"],
-                                            "castiel_tenant": two_tenants[0]}, role_map)
+        services.users.principal_from_oidc(
+            {"email": "jane@contoso.com", "groups": ["castiel-ops"], "castiel_tenant": two_tenants[0]}, role_map
+        )

@@ -20,8 +20,15 @@ def run(args: list[str], data_dir: Path, stdin: str = "", **env: str) -> subproc
     for k in ("CASTIEL_STORE", "CASTIEL_BLOB", "CASTIEL_SECRET_KEY"):
         if k not in env:
             full_env.pop(k, None)
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=full_env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=ROOT,
+        env=full_env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_migrate_is_idempotent_and_check_reports(tmp_path):
@@ -40,8 +47,11 @@ def test_setup_generates_admin_password_once_and_create_user(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "admin login: boss@example.com" in out.stdout and "admin password" in out.stdout
     assert "admin password" not in run(["setup", "--no-demo"], d, CASTIEL_ADMIN_EMAIL="boss@example.com").stdout
-    made = run(["create-user", "--email", "sam@example.com", "--role", "admin", "--password-stdin"], d,
-               stdin="a-long-password-1\n")
+    made = run(
+        ["create-user", "--email", "sam@example.com", "--role", "admin", "--password-stdin"],
+        d,
+        stdin="a-long-password-1\n",
+    )
     assert made.returncode == 0 and "created sam@example.com (admin" in made.stdout
     dup = run(["create-user", "--email", "sam@example.com", "--role", "admin", "--generate"], d)
     assert dup.returncode == 2 and "already exists" in dup.stderr
@@ -66,6 +76,12 @@ def test_store_unreachable_at_start_exits_non_zero_with_reason(tmp_path):
     blocker.write_text("x")
     out = run(["migrate"], blocker / "var")
     assert out.returncode == 3 and "cannot be reached" in out.stderr
-    worker = subprocess.run([sys.executable, "-m", "jobs"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "CASTIEL_DATA_DIR": str(blocker / "var"), "PYTHONPATH": str(ROOT)})
+    worker = subprocess.run(
+        [sys.executable, "-m", "jobs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CASTIEL_DATA_DIR": str(blocker / "var"), "PYTHONPATH": str(ROOT)},
+    )
     assert worker.returncode == 3 and "worker cannot start" in worker.stderr

@@ -22,8 +22,10 @@ def test_two_workers_race_on_200_items_each_runs_once(services, data_dir):
     for i in range(200):
         services.queue.enqueue(SYSTEM, "test", "system.probe", None, {"marker": f"m{i}"}, audit=False)
     # Two workers, each with its own store connection (as two processes would have), two consumers each.
-    workers = [Worker(build(load_settings(data_dir=data_dir)), consumers=2, poll_seconds=0.05, with_scheduler=False)
-               for _ in range(2)]
+    workers = [
+        Worker(build(load_settings(data_dir=data_dir)), consumers=2, poll_seconds=0.05, with_scheduler=False)
+        for _ in range(2)
+    ]
     for w in workers:
         w.start()
     deadline = time.time() + 120
@@ -41,8 +43,13 @@ def test_killed_worker_item_is_rerun_after_lease(services, data_dir):
     """A worker process killed mid-item: after the lease expires another worker re-claims and finishes it."""
     env = {**os.environ, "CASTIEL_DATA_DIR": str(data_dir), "CASTIEL_LEASE_SECONDS": "2", "PYTHONPATH": str(ROOT)}
     job = services.queue.enqueue(SYSTEM, "test", "system.probe", None, {"seconds": 30, "marker": "killed"}, audit=False)
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "--consumers", "1", "--no-scheduler"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs", "--consumers", "1", "--no-scheduler"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and services.store.get("jobs", "_platform", job["id"])["status"] != "running":
@@ -54,9 +61,12 @@ def test_killed_worker_item_is_rerun_after_lease(services, data_dir):
         if proc.poll() is None:
             proc.kill()
     # Make the re-run short, then let a fresh worker (short lease) pick it up once the lease lapses.
-    services.store.update("jobs", "_platform", job["id"], lambda d: {**d, "payload": {"seconds": 0, "marker": "killed"}})
-    rescuer = Worker(build(load_settings(data_dir=data_dir, lease_seconds=2)), consumers=1, poll_seconds=0.1,
-                     with_scheduler=False)
+    services.store.update(
+        "jobs", "_platform", job["id"], lambda d: {**d, "payload": {"seconds": 0, "marker": "killed"}}
+    )
+    rescuer = Worker(
+        build(load_settings(data_dir=data_dir, lease_seconds=2)), consumers=1, poll_seconds=0.1, with_scheduler=False
+    )
     rescuer.start()
     deadline = time.time() + 30
     while time.time() < deadline and services.store.get("jobs", "_platform", job["id"])["status"] != "succeeded":
@@ -69,8 +79,9 @@ def test_killed_worker_item_is_rerun_after_lease(services, data_dir):
 
 
 def test_failures_back_off_then_dead_letter_with_reason(services):
-    job = services.queue.enqueue(SYSTEM, "test", "system.probe", None, {"fail": "vendor said no"}, max_attempts=2,
-                                 audit=False)
+    job = services.queue.enqueue(
+        SYSTEM, "test", "system.probe", None, {"fail": "vendor said no"}, max_attempts=2, audit=False
+    )
     w = Worker(services, consumers=1, poll_seconds=0.05, with_scheduler=False)
     assert w.run_one()
     first = services.store.get("jobs", "_platform", job["id"])
@@ -91,8 +102,14 @@ def test_cancel_stops_a_queued_item_and_is_audited(services):
 
 def test_sigterm_shuts_down_cleanly(services, data_dir):
     env = {**os.environ, "CASTIEL_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "--consumers", "1"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs", "--consumers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
