@@ -7,6 +7,7 @@ file name can never escape its folder.
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 from pathlib import Path
 
@@ -68,10 +69,10 @@ class LocalBlobStore(BlobStore):
             raise Invalid(f"unknown blob container {container!r}")
         return self.root / container / check_name(name)
 
-    def missing_containers(self) -> list[str]:
+    def missing_containers(self) -> builtins.list[str]:
         return [c for c in CONTAINERS if not (self.root / c).is_dir()]
 
-    def ensure_containers(self) -> list[str]:
+    def ensure_containers(self) -> builtins.list[str]:
         missing = self.missing_containers()
         try:
             for c in CONTAINERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any
 
@@ -76,7 +77,7 @@ class TenantService:
             return self.store.query(self.CONTAINER, None, order_by="id")
         return [self._get(principal.tenant_id)] if principal.tenant_id else []
 
-    def all_ids(self) -> list[str]:
+    def all_ids(self) -> builtins.list[str]:
         """Every tenant id, for the worker and migrations (no principal: not for pages)."""
         return [d["id"] for d in self.store.query(self.CONTAINER, None, order_by="id")]
 
@@ -107,7 +108,7 @@ class TenantService:
         )
         return updated
 
-    def fill_default_settings(self) -> list[str]:
+    def fill_default_settings(self) -> builtins.list[str]:
         """Add defaults for settings a tenant lacks (used by migrate); returns tenants changed."""
         changed = []
         for doc in self.store.query(self.CONTAINER, None):
@@ -117,7 +118,7 @@ class TenantService:
                 changed.append(doc["id"])
         return changed
 
-    def tenants_missing_defaults(self) -> list[str]:
+    def tenants_missing_defaults(self) -> builtins.list[str]:
         return [
             d["id"]
             for d in self.store.query(self.CONTAINER, None)

@@ -154,7 +154,7 @@ class UserService:
         if user.get("mfaEnrolled"):
             return True
         home = user.get("homeTenant")
-        return bool(home) and self.tenants.settings(home).mfa_required
+        return bool(home) and self.tenants.settings(str(home)).mfa_required
 
     def _note_failure(self, user: Doc, why: str) -> None:
         def change(doc: Doc | None) -> Doc | None:
