@@ -54,9 +54,10 @@ def matches(doc: Doc, conds: Iterable[Cond]) -> bool:
         v = doc.get(c.field)
         if c.op == "=" and v != c.value:
             return False
-        if c.op == "!=" and v == c.value:
+        # As in SQL (and both backends): a comparison never matches a null or absent field.
+        if c.op == "!=" and (v is None or v == c.value):
             return False
-        if c.op == "in" and v not in c.value:
+        if c.op == "in" and (v is None or v not in c.value):
             return False
         if c.op in {"<", "<=", ">", ">="}:
             if v is None:
