@@ -60,7 +60,10 @@ def _tenant_picker(services, principal):  # type: ignore[no-untyped-def]
         default = asked if asked in names else st.session_state.get(state.TENANT, state.ALL_TENANTS)
         default = default if default in options else state.ALL_TENANTS
         choice = st.sidebar.selectbox(
-            "Tenant", options, index=options.index(default), key="tenant_picker",
+            "Tenant",
+            options,
+            index=options.index(default),
+            key="tenant_picker",
             format_func=lambda t: "All tenants" if t == state.ALL_TENANTS else names[t],
         )
     else:
