@@ -70,8 +70,11 @@ def handler(kind: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def schedule(job_id: str, trigger: str = "interval", **trigger_args: Any) -> Callable[[Callable[[Services], Any]], Callable[[Services], Any]]:
-    def register(fn: Callable[[Services], Any]) -> Callable[[Services], Any]:
+ScheduledFn = Callable[[Services], Any]
+
+
+def schedule(job_id: str, trigger: str = "interval", **trigger_args: Any) -> Callable[[ScheduledFn], ScheduledFn]:
+    def register(fn: ScheduledFn) -> ScheduledFn:
         SCHEDULES[job_id] = Schedule(job_id, fn, trigger, trigger_args)
         return fn
 
