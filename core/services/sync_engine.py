@@ -1,0 +1,963 @@
+"""The sync engine: runs one sync run of one connection, page by page, into the store, and records what happened.
+
+For each stream the engine reads pages from the connector, upserts the page's records under
+deterministic ids (a hash of connection, object type and source id, so a resync or a repeated
+boundary page never duplicates), and only then stores the page's ``next_state`` as the stream's
+cursor. A run that dies is therefore resumed from its last committed page.
+
+Runs (``sync_runs``) carry status, trigger, per-attempt errors with their error type, counts,
+per-stream cursors before and after, and duration. The connection record carries what the
+health model needs (last success, consecutive failures, token state) and each finished run adds
+to a per-connection, per-day rollup so the Integrations screen never scans ``sync_runs``.
+
+The engine is core: it never imports a connector module. It is handed a factory that builds a
+connector from (provider, config, credentials, token_store) and uses the connector contract of
+``connectors.base`` structurally (``read_pages``, ``token_info``, ``test_connection``, ``close``).
+
+Run status moves::
+
+    queued -> running -> succeeded | partial | failed | cancelled
+                  \\-> queued (a retryable failure with attempts left: the queue runs it again)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from core import clock
+from core.adapters.store import Cond, Doc, DocumentStore
+from core.crypto import SecretBox
+from core.errors import CastielError, Conflict, ConnectorError, Invalid, NotFound, RateLimited, StoreUnavailable
+from core.services.access import SYSTEM
+from core.services.audit import AuditLog
+
+CONNECTIONS, RUNS, CRM, DOCUMENTS, ROLLUPS = "connections", "sync_runs", "crm_records", "documents", "rollups"
+QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED = (
+    "queued", "running", "succeeded", "partial", "failed", "cancelled",
+)
+FINAL_STATES = (SUCCEEDED, PARTIAL, FAILED, CANCELLED)
+OPEN_STATES = (QUEUED, RUNNING)
+# Object types stored as text documents (fed to the embedding pipeline); all others are CRM records.
+DOCUMENT_TYPES = frozenset({"document", "message", "row"})
+ROLLUP_KIND = "sync_daily"
+# Kinds of failure that another attempt may cure; a config error waits for a person instead.
+RETRYABLE_KINDS = frozenset({"transient", "rate_limited", "store", "stalled"})
+MAX_SKIPPED_SAMPLES = 20
+
+
+class ConnectorLike(Protocol):
+    """What the engine uses of ``connectors.base.Connector``."""
+
+    def read_pages(self, stream_name: str, state: dict[str, Any] | None, full: bool = False) -> Iterator[Any]: ...
+
+    def test_connection(self) -> str: ...
+
+    def token_info(self) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[Any]: ...
+
+    def webhook_handshake(self, query: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> str | None: ...
+
+    def write(self, object_type: str, source_id: str | None, fields: dict[str, Any]) -> str: ...
+
+    def manage_subscriptions(
+        self, subscriptions: list[dict[str, Any]], notification_url: str
+    ) -> list[dict[str, Any]]: ...
+
+
+ConnectorFactory = Callable[..., ConnectorLike]
+DocumentChangedHook = Callable[[str, str, str], None]
+AutoPauseHook = Callable[[Doc, str], None]
+Heartbeat = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class AutoPausePolicy:
+    """Pause a connection whose runs keep failing, like the large connector platforms do.
+
+    A connection is paused when ``max_failures`` runs in a row have failed, or when it has kept
+    failing (no success in between) for ``max_days`` days: whichever comes first.
+    """
+
+    max_failures: int = 20
+    max_days: float = 4.0
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when an operator cancelled it; the cursor stays at the last stored page."""
+
+
+def record_id(prefix: str, connection_id: str, object_type: str, source_id: str) -> str:
+    """Deterministic store id: the same vendor object always lands on the same document."""
+    digest = hashlib.sha256(f"{connection_id}\x1f{object_type}\x1f{source_id}".encode()).hexdigest()[:32]
+    return f"{prefix}-{digest}"
+
+
+def content_hash(data: Any) -> str:
+    return hashlib.blake2b(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode(),
+                           digest_size=16).hexdigest()
+
+
+def day_of(iso_ts: str) -> str:
+    return iso_ts[:10]
+
+
+def rollup_id(connection_id: str, day: str) -> str:
+    return f"{ROLLUP_KIND}:{connection_id}:{day}"
+
+
+def error_kind(exc: BaseException) -> str:
+    if isinstance(exc, ConnectorError):
+        return exc.kind
+    if isinstance(exc, StoreUnavailable):
+        return "store"
+    return "internal"
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, CastielError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _same_content(container: str, new: Doc, old: Doc | None) -> bool:
+    """Whether a stored record already holds this content (then it is neither rewritten nor re-announced)."""
+    if old is None:
+        return False
+    if container == DOCUMENTS:
+        return bool(old.get("contentHash") == new["contentHash"] and old.get("title") == new["title"])
+    # Comparing the dicts is cheaper than hashing every CRM record on the way in.
+    return bool(old.get("data") == new["data"])
+
+
+def _document_fields(rec: Any, conn: Doc) -> dict[str, Any]:
+    """Map a normalised record onto the ``documents`` shape the embedding pipeline reads."""
+    data = dict(rec.data)
+    if rec.object_type == "message":
+        title = f"#{data.get('channel') or 'channel'} message {data.get('ts') or rec.source_id}"
+        text = data.get("text") or ""
+    elif rec.object_type == "row":
+        title = data.get("title") or rec.source_id
+        props = data.get("properties") or {}
+        text = "\n".join([title] + [f"{k}: {v}" for k, v in props.items() if v not in (None, "", [])])
+    else:
+        title = data.get("title") or data.get("path") or rec.source_id
+        text = data.get("text") or ""
+    return {
+        "title": title,
+        "text": text,
+        "mimeType": data.get("mimeType") or "text/plain",
+        "project": data.get("project") or (conn.get("config") or {}).get("project") or conn.get("name"),
+        "url": data.get("url"),
+        "path": data.get("path"),
+        "size": data.get("size") if data.get("size") is not None else len(text.encode()),
+        "modifiedAt": data.get("modifiedAt"),
+        "metadata": {k: v for k, v in data.items() if k not in {"text", "title"}},
+    }
+
+
+def new_connection(
+    tenant_id: str,
+    provider: str,
+    name: str,
+    *,
+    config: dict[str, Any] | None = None,
+    credentials_sealed: str | None = None,
+    interval_seconds: float = 3600.0,
+    enabled_streams: list[str] | None = None,
+    webhook: dict[str, Any] | None = None,
+    created_by: str = "system",
+    connection_id: str | None = None,
+    now: datetime | None = None,
+) -> Doc:
+    """The one shape of a ``connections`` record (the health model and the screen read these fields)."""
+    at = clock.iso(now)
+    return {
+        "id": connection_id or f"conn-{uuid.uuid4().hex[:12]}",
+        "tenantId": tenant_id,
+        "provider": provider,
+        "name": name,
+        "status": "active",
+        "config": dict(config or {}),
+        "credentialsSealed": credentials_sealed,
+        "credentialsUpdatedAt": at if credentials_sealed else None,
+        "schedule": {"intervalSeconds": float(interval_seconds)},
+        "nextDueAt": at,
+        "enabledStreams": enabled_streams,
+        "streams": {},
+        "webhook": webhook,
+        "token": None,
+        "activeRunId": None,
+        "lastRunId": None,
+        "lastRunStatus": None,
+        "lastRunAt": None,
+        "lastRunFinishedAt": None,
+        "lastSuccessAt": None,
+        "lastError": None,
+        "lastErrorType": None,
+        "consecutiveFailures": 0,
+        "failingSince": None,
+        "recordsSynced": 0,
+        "pausedAt": None,
+        "pausedReason": None,
+        "pausedBy": None,
+        "lastTest": None,
+        "createdAt": at,
+        "createdBy": created_by,
+    }
+
+
+class _Prefetch:
+    """Reads the connector's next page on a helper thread while the engine stores the current one.
+
+    HTTP waits and SQLite writes both release the GIL, so fetching and storing overlap. Only one
+    page is read ahead, so the cursor order (store page n, then its state) is unchanged.
+    """
+
+    _END = object()
+
+    def __init__(self, pages: Iterator[Any], depth: int = 1) -> None:
+        self._pages = pages
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sync-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for page in self._pages:
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(("page", page), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    break
+            item: tuple[str, Any] = ("end", None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consuming thread as is
+            item = ("error", e)
+        finally:
+            close = getattr(self._pages, "close", None)
+            if close is not None:
+                close()
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            kind, value = self._q.get()
+            if kind == "page":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class _TokenSaver:
+    """The connector's TokenStore: merges refreshed tokens into the sealed credentials at once.
+
+    Vendors rotate refresh tokens on use, so the new one must be stored before anything else
+    can fail, or the connection would be left holding a dead token.
+    """
+
+    def __init__(self, engine: SyncEngine, tenant_id: str, connection_id: str, credentials: dict[str, Any]) -> None:
+        self.engine, self.tenant_id, self.connection_id = engine, tenant_id, connection_id
+        self.credentials = credentials
+
+    def save(self, tokens: dict[str, Any]) -> None:
+        self.credentials.update(tokens)
+        sealed = self.engine.secret_box.seal(json.dumps(self.credentials))
+
+        def change(doc: Doc | None) -> Doc | None:
+            if doc is None:
+                return None
+            doc["credentialsSealed"] = sealed
+            doc["credentialsUpdatedAt"] = clock.iso(self.engine.now())
+            return doc
+
+        self.engine.store.update(CONNECTIONS, self.tenant_id, self.connection_id, change)
+
+
+class SyncEngine:
+    """Runs sync runs; one instance per process, shared by the worker's handlers."""
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        connector_factory: ConnectorFactory,
+        secret_box: SecretBox,
+        on_document_changed: DocumentChangedHook,
+        *,
+        audit: AuditLog | None = None,
+        on_auto_pause: AutoPauseHook | None = None,
+        auto_pause: AutoPausePolicy | None = None,
+        now: Callable[[], datetime] = clock.now,
+        prefetch: bool = True,
+        stale_after_seconds: float = 180.0,
+    ) -> None:
+        self.store = store
+        self.connector_factory = connector_factory
+        self.secret_box = secret_box
+        self.on_document_changed = on_document_changed
+        self.audit = audit or AuditLog(store)
+        self.on_auto_pause = on_auto_pause
+        self.auto_pause = auto_pause or AutoPausePolicy()
+        self.now = now
+        self.prefetch = prefetch
+        self.stale_after_seconds = stale_after_seconds
+        # Bulk upsert is optional in the store contract; one transaction per page is far faster.
+        self._upsert_many: Callable[[str, Sequence[Doc]], None] | None = getattr(store, "upsert_many", None)
+
+    # credentials -----------------------------------------------------------------------
+    def credentials_of(self, conn: Doc) -> dict[str, Any]:
+        sealed = conn.get("credentialsSealed")
+        return json.loads(self.secret_box.open(sealed)) if sealed else {}
+
+    def connector_for(self, conn: Doc) -> tuple[ConnectorLike, _TokenSaver]:
+        creds = self.credentials_of(conn)
+        saver = _TokenSaver(self, conn["tenantId"], conn["id"], creds)
+        connector = self.connector_factory(conn["provider"], dict(conn.get("config") or {}), dict(creds), saver)
+        return connector, saver
+
+    def test_connection(self, conn: Doc) -> dict[str, Any]:
+        """One cheap authenticated call; the outcome (and token state) is stored on the connection."""
+        at = clock.iso(self.now())
+        connector: ConnectorLike | None = None
+        token = None
+        try:
+            connector, _ = self.connector_for(conn)
+            message = connector.test_connection()
+            result = {"at": at, "ok": True, "message": message, "errorType": None}
+        except Exception as e:  # noqa: BLE001 - the outcome is the answer, typed
+            result = {"at": at, "ok": False, "message": error_text(e), "errorType": error_kind(e)}
+        finally:
+            if connector is not None:
+                try:
+                    token = connector.token_info()
+                finally:
+                    connector.close()
+
+        def change(doc: Doc | None) -> Doc | None:
+            if doc is None:
+                return None
+            doc["lastTest"] = result
+            if token is not None:
+                doc["token"] = _token_fields(token, doc.get("token"))
+            return doc
+
+        self.store.update(CONNECTIONS, conn["tenantId"], conn["id"], change)
+        return result
+
+    # runs --------------------------------------------------------------------------------
+    def create_run(
+        self,
+        conn: Doc,
+        trigger: dict[str, Any],
+        *,
+        streams: list[str] | None = None,
+        full: bool = False,
+        queue_name: str = "sync-inbound-scheduled",
+        retry_of: str | None = None,
+    ) -> Doc:
+        """Record a queued run; the caller enqueues a work item naming its id."""
+        at = clock.iso(self.now())
+        run = {
+            "id": f"run-{at[:19].replace(':', '').replace('-', '')}-{uuid.uuid4().hex[:10]}",
+            "tenantId": conn["tenantId"],
+            "connectionId": conn["id"],
+            "provider": conn["provider"],
+            "status": QUEUED,
+            "trigger": trigger,
+            "queue": queue_name,
+            "full": bool(full),
+            "streams": streams,
+            "retryOf": retry_of,
+            "queuedAt": at,
+            "startedAt": None,
+            "finishedAt": None,
+            "heartbeatAt": None,
+            "durationMs": None,
+            "read": 0,
+            "written": 0,
+            "unchanged": 0,
+            "deleted": 0,
+            "skipped": 0,
+            "skippedSamples": [],
+            "attempts": [],
+            "streamStats": {},
+            "progress": "queued",
+            "progressFraction": 0.0,
+            "error": None,
+            "errorType": None,
+            "jobId": None,
+        }
+        return self.store.create(RUNS, run)
+
+    def get_run(self, tenant_id: str, run_id: str) -> Doc:
+        return self.store.get(RUNS, tenant_id, run_id)
+
+    def _update_run(self, tenant_id: str, run_id: str, **fields: Any) -> Doc:
+        def change(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise NotFound(f"sync run {run_id} not found")
+            doc.update(fields)
+            return doc
+
+        out = self.store.update(RUNS, tenant_id, run_id, change)
+        assert out is not None
+        return out
+
+    def execute(
+        self,
+        tenant_id: str,
+        run_id: str,
+        *,
+        heartbeat: Heartbeat | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        final_attempt: bool = True,
+    ) -> Doc:
+        """Run (or resume) one run; returns the run record as left by this attempt.
+
+        ``final_attempt`` False means the queue will try again after a retryable failure, so
+        the run goes back to ``queued`` instead of ``failed`` and the connection's failure
+        streak is not counted yet.
+        """
+        run = self.get_run(tenant_id, run_id)
+        if run["status"] in FINAL_STATES:
+            return run  # a duplicate delivery of a finished run: nothing to do
+        conn = self.store.get(CONNECTIONS, tenant_id, run["connectionId"])
+        now = self.now()
+        at = clock.iso(now)
+        attempts = list(run.get("attempts") or [])
+        if attempts and attempts[-1].get("status") == RUNNING:
+            # The previous worker stopped heart-beating (its lease expired and we were handed the item).
+            attempts[-1].update(status=FAILED, finishedAt=at, errorType="stalled",
+                                error=f"the worker stopped heart-beating after {run.get('heartbeatAt') or 'start'}")
+        if conn.get("status") == "paused" and run["trigger"].get("type") == "schedule":
+            return self._finish_without_running(run, attempts, CANCELLED, "the connection is paused")
+        holder = conn.get("activeRunId")
+        if holder and holder != run_id and self._holder_alive(conn):
+            raise Conflict(f"run {holder} of this connection is still in progress; this run waits for it")
+
+        attempt = {"n": len(attempts) + 1, "startedAt": at, "finishedAt": None, "status": RUNNING,
+                   "error": None, "errorType": None, "read": 0, "written": 0, "skipped": 0}
+        attempts.append(attempt)
+        run = self._update_run(tenant_id, run_id, status=RUNNING, startedAt=run.get("startedAt") or at,
+                               heartbeatAt=at, attempts=attempts, progress="starting")
+        self._claim_connection(conn, run_id, at)
+
+        outcome_error: BaseException | None = None
+        cancelled = False
+        connector: ConnectorLike | None = None
+        saver: _TokenSaver | None = None
+        try:
+            connector, saver = self.connector_for(conn)
+            stream_names = self._stream_names(conn, connector, run)
+            for i, name in enumerate(stream_names):
+                self._sync_stream(run, conn, connector, name, i, len(stream_names), attempt, heartbeat, should_cancel)
+        except RunCancelled:
+            cancelled = True
+        except Conflict:
+            raise  # lost the lease or the connection: another worker owns this run now
+        except Exception as e:  # noqa: BLE001 - every failure is recorded on the run, typed
+            outcome_error = e
+        finally:
+            token = None
+            if connector is not None:
+                try:
+                    token = connector.token_info()
+                finally:
+                    connector.close()
+        return self._finish(run_id, conn, attempt, outcome_error, cancelled, token, final_attempt)
+
+    def _holder_alive(self, conn: Doc) -> bool:
+        holder = self.store.get_or_none(RUNS, conn["tenantId"], conn["activeRunId"])
+        if holder is None or holder["status"] != RUNNING or not holder.get("heartbeatAt"):
+            return False
+        age = (self.now() - clock.parse(holder["heartbeatAt"])).total_seconds()
+        return age < self.stale_after_seconds
+
+    def _claim_connection(self, conn: Doc, run_id: str, at: str) -> None:
+        def change(doc: Doc | None) -> Doc | None:
+            if doc is None:
+                raise NotFound(f"connection {conn['id']} was deleted")
+            doc.update(activeRunId=run_id, lastRunId=run_id, lastRunStatus=RUNNING, lastRunAt=at)
+            return doc
+
+        self.store.update(CONNECTIONS, conn["tenantId"], conn["id"], change)
+
+    def _stream_names(self, conn: Doc, connector: ConnectorLike, run: Doc) -> list[str]:
+        declared = [s.name for s in getattr(connector, "streams", ())]
+        enabled = conn.get("enabledStreams") or declared
+        wanted = run.get("streams") or enabled
+        unknown = [s for s in wanted if s not in declared]
+        if unknown:
+            raise Invalid(f"unknown stream(s) {', '.join(unknown)}; this connector has: {', '.join(declared)}")
+        return list(wanted)
+
+    # one stream --------------------------------------------------------------------------
+    def _sync_stream(
+        self,
+        run: Doc,
+        conn: Doc,
+        connector: ConnectorLike,
+        name: str,
+        index: int,
+        total: int,
+        attempt: dict[str, Any],
+        heartbeat: Heartbeat | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> None:
+        tenant_id, run_id = run["tenantId"], run["id"]
+        fresh_conn = self.store.get(CONNECTIONS, tenant_id, conn["id"])
+        stream_state = ((fresh_conn.get("streams") or {}).get(name) or {}).get("state")
+        stats = dict((run.get("streamStats") or {}).get(name) or {})
+        if "cursorBefore" not in stats:
+            stats["cursorBefore"] = stream_state
+        # A full resync restarts the stream once; a retried attempt of that run resumes from the
+        # state the first attempt already committed, so it must not start over again.
+        full = bool(run.get("full")) and not stats.get("fullStarted")
+        stats.update(status=RUNNING, fullStarted=bool(run.get("full")) or stats.get("fullStarted", False))
+        stats.setdefault("read", 0)
+        stats.setdefault("written", 0)
+        stats.setdefault("skipped", 0)
+        self._set_stream_stats(tenant_id, run_id, name, stats)
+
+        pages: Iterator[Any] = connector.read_pages(name, None if full else stream_state, full=full)
+        prefetch = _Prefetch(pages) if self.prefetch else None
+        source = iter(prefetch) if prefetch is not None else pages
+        try:
+            for page in source:
+                if should_cancel is not None and should_cancel():
+                    raise RunCancelled()
+                counts, samples = self._store_page(conn, run_id, name, page)
+                # The page is stored: now, and only now, its state may become the stream's cursor.
+                self._advance_cursor(tenant_id, conn["id"], name, page.next_state, counts["written"])
+                stats["cursorAfter"] = page.next_state
+                for k in ("read", "written", "skipped"):
+                    stats[k] += counts[k]
+                    attempt[k] += counts[k]
+                run = self._add_page_counts(tenant_id, run_id, name, stats, counts, samples, index, total)
+                if heartbeat is not None:
+                    heartbeat(run["progress"])
+        except BaseException as e:
+            stats.update(status=FAILED, errorType=error_kind(e), error=error_text(e))
+            self._set_stream_stats(tenant_id, run_id, name, stats)
+            raise
+        finally:
+            if prefetch is not None:
+                prefetch.stop()
+        stats["status"] = PARTIAL if stats["skipped"] else SUCCEEDED
+        stats.setdefault("cursorAfter", stream_state)
+        self._set_stream_stats(tenant_id, run_id, name, stats)
+
+    def _set_stream_stats(self, tenant_id: str, run_id: str, name: str, stats: dict[str, Any]) -> None:
+        def change(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise NotFound(f"sync run {run_id} not found")
+            doc.setdefault("streamStats", {})[name] = stats
+            return doc
+
+        self.store.update(RUNS, tenant_id, run_id, change)
+
+    def _add_page_counts(
+        self, tenant_id: str, run_id: str, name: str, stats: dict[str, Any], counts: dict[str, int],
+        samples: list[dict[str, Any]], index: int, total: int,
+    ) -> Doc:
+        at = clock.iso(self.now())
+
+        def change(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise NotFound(f"sync run {run_id} not found")
+            if doc.get("status") != RUNNING:
+                # An operator cancelled it (or a sweep failed it) while this page was stored.
+                raise RunCancelled()
+            for k, v in counts.items():
+                doc[k] = int(doc.get(k) or 0) + v
+            doc["skippedSamples"] = (list(doc.get("skippedSamples") or []) + samples)[:MAX_SKIPPED_SAMPLES]
+            doc.setdefault("streamStats", {})[name] = stats
+            last = doc["attempts"][-1]
+            last.update({k: last.get(k, 0) + counts[k] for k in ("read", "written", "skipped")})
+            doc["heartbeatAt"] = at
+            doc["progress"] = f"stream {index + 1}/{total} {name}: {stats['read']} read"
+            # Streams are the only known denominator (vendors rarely say how many records remain).
+            doc["progressFraction"] = round((index + min(0.9, stats["read"] / (stats["read"] + 1000))) / total, 3)
+            return doc
+
+        out = self.store.update(RUNS, tenant_id, run_id, change)
+        assert out is not None
+        return out
+
+    def _advance_cursor(self, tenant_id: str, connection_id: str, name: str, state: Any, written: int) -> None:
+        at = clock.iso(self.now())
+
+        def change(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise NotFound(f"connection {connection_id} was deleted during the run")
+            streams = doc.setdefault("streams", {})
+            entry = streams.setdefault(name, {})
+            entry["state"] = state
+            entry["updatedAt"] = at
+            entry["records"] = int(entry.get("records") or 0) + written
+            return doc
+
+        self.store.update(CONNECTIONS, tenant_id, connection_id, change)
+
+    # storing records ---------------------------------------------------------------------
+    def _store_page(
+        self, conn: Doc, run_id: str, stream: str, page: Any
+    ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        tenant_id, connection_id, provider = conn["tenantId"], conn["id"], conn["provider"]
+        at = clock.iso(self.now())
+        by_container: dict[str, dict[str, Doc]] = {CRM: {}, DOCUMENTS: {}}
+        deletions: dict[str, set[str]] = {CRM: set(), DOCUMENTS: set()}
+        for rec in page.records:
+            is_doc = rec.object_type in DOCUMENT_TYPES
+            container = DOCUMENTS if is_doc else CRM
+            doc_id = record_id("doc" if is_doc else "crm", connection_id, rec.object_type, str(rec.source_id))
+            if rec.deleted:
+                deletions[container].add(doc_id)
+                by_container[container].pop(doc_id, None)
+                continue
+            deletions[container].discard(doc_id)
+            base = {
+                "id": doc_id,
+                "tenantId": tenant_id,
+                "connectionId": connection_id,
+                "source": provider,
+                "stream": rec.stream,
+                "objectType": rec.object_type,
+                "sourceId": str(rec.source_id),
+                "syncedAt": at,
+                "runId": run_id,
+            }
+            if is_doc:
+                base.update(_document_fields(rec, conn))
+                base["updatedAt"] = base.get("modifiedAt") or rec.cursor_value or at
+                # Documents carry a hash of their content: the embedding pipeline keys re-embedding on it.
+                base["contentHash"] = content_hash(rec.data)
+            else:
+                base["data"] = rec.data
+                base["updatedAt"] = rec.data.get("modifiedAt") or rec.cursor_value or at
+            by_container[container][doc_id] = base
+
+        written = unchanged = deleted = 0
+        for container, docs in by_container.items():
+            if not docs and not deletions[container]:
+                continue
+            existing = self._existing(container, tenant_id, list(docs) + list(deletions[container]))
+            changed = [d for i, d in docs.items() if not _same_content(container, d, existing.get(i))]
+            unchanged += len(docs) - len(changed)
+            if changed:
+                self._write(container, changed, existing)
+                written += len(changed)
+            gone = [i for i in deletions[container] if i in existing]
+            for doc_id in gone:
+                try:
+                    self.store.delete(container, tenant_id, doc_id)
+                except NotFound:
+                    pass
+            deleted += len(gone)
+            if container == DOCUMENTS:
+                # After the write, so the embedding pipeline never sees a change it cannot read yet.
+                for d in changed:
+                    self.on_document_changed(tenant_id, d["id"], "upsert")
+                for doc_id in gone:
+                    self.on_document_changed(tenant_id, doc_id, "delete")
+        samples = [{"stream": stream, "sourceId": sid, "reason": str(reason)[:300]} for sid, reason in page.skipped]
+        counts = {"read": len(page.records) + len(page.skipped), "written": written, "unchanged": unchanged,
+                  "deleted": deleted, "skipped": len(page.skipped)}
+        return counts, samples[:MAX_SKIPPED_SAMPLES]
+
+    def _existing(self, container: str, tenant_id: str, ids: list[str]) -> dict[str, Doc]:
+        """The stored versions of a page's records (one query per 500 ids; none on a first sync)."""
+        out: dict[str, Doc] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for d in self.store.query(container, tenant_id, [Cond("id", "in", chunk)]):
+                out[d["id"]] = d
+        return out
+
+    def _write(self, container: str, docs: list[Doc], existing: Mapping[str, Any]) -> None:
+        """Store a page's changed records in as few transactions as the store allows.
+
+        New records go in one ``create_many`` batch; if a concurrent writer created one of them
+        first the batch is refused whole (``Conflict``) and everything falls back to upserts.
+        """
+        if self._upsert_many is not None:
+            self._upsert_many(container, docs)
+            return
+        new = [d for d in docs if d["id"] not in existing]
+        old = [d for d in docs if d["id"] in existing]
+        if new:
+            try:
+                self.store.create_many(container, new)
+            except Conflict:
+                old += new
+        for d in old:
+            self.store.upsert(container, d)
+
+    # finishing ---------------------------------------------------------------------------
+    def _finish_without_running(self, run: Doc, attempts: list[dict[str, Any]], status: str, reason: str) -> Doc:
+        at = clock.iso(self.now())
+        return self._update_run(run["tenantId"], run["id"], status=status, attempts=attempts, finishedAt=at,
+                                error=reason, errorType=None, progress=reason, durationMs=0)
+
+    def _finish(
+        self,
+        run_id: str,
+        conn: Doc,
+        attempt: dict[str, Any],
+        error: BaseException | None,
+        cancelled: bool,
+        token: dict[str, Any] | None,
+        final_attempt: bool,
+    ) -> Doc:
+        tenant_id = conn["tenantId"]
+        now = self.now()
+        at = clock.iso(now)
+        kind = error_kind(error) if error is not None else None
+        message = error_text(error) if error is not None else None
+        retry_after = error.retry_after if isinstance(error, RateLimited) else None
+        will_retry = error is not None and kind in RETRYABLE_KINDS and not final_attempt
+
+        already_final: list[bool] = []
+
+        def change_run(doc: Doc | None) -> Doc | None:
+            if doc is None:
+                raise NotFound(f"sync run {run_id} not found")
+            if doc["status"] in FINAL_STATES:
+                # Cancelled by an operator (or failed by the stale sweep) while a page was stored;
+                # that path already recorded the outcome and its rollup.
+                already_final.append(True)
+                return None
+            skipped = int(doc.get("skipped") or 0)
+            if cancelled:
+                status = CANCELLED
+            elif error is not None:
+                status = QUEUED if will_retry else FAILED
+            else:
+                status = PARTIAL if skipped else SUCCEEDED
+            last = doc["attempts"][-1]
+            last.update(status=FAILED if error is not None else (CANCELLED if cancelled else status),
+                        finishedAt=at, error=message, errorType=kind)
+            if retry_after is not None:
+                last["retryAfter"] = retry_after
+            started = clock.parse(doc["startedAt"])
+            doc.update(
+                status=status,
+                error=message if error is not None else ("cancelled by an operator" if cancelled else None),
+                errorType=kind,
+                heartbeatAt=at,
+                progress={QUEUED: f"attempt {last['n']} failed; retrying", RUNNING: "running"}.get(status, status),
+            )
+            if status in FINAL_STATES:
+                doc.update(finishedAt=at, durationMs=int((now - started).total_seconds() * 1000), progressFraction=1.0)
+            return doc
+
+        run = self.store.update(RUNS, tenant_id, run_id, change_run)
+        assert run is not None
+        if already_final:
+            self._release_connection(conn, run_id)
+            return run
+        status = run["status"]
+        self._update_connection_after(conn, run, token, kind, message, at)
+        if status in FINAL_STATES:
+            self._roll_up(conn, run)
+        return run
+
+    def _update_connection_after(
+        self, conn: Doc, run: Doc, token: dict[str, Any] | None, kind: str | None, message: str | None, at: str
+    ) -> None:
+        status = run["status"]
+        now = self.now()
+        paused_now: dict[str, Any] = {}
+
+        def change(doc: Doc | None) -> Doc | None:
+            if doc is None:
+                return None
+            if doc.get("activeRunId") == run["id"]:
+                doc["activeRunId"] = None
+            doc["lastRunStatus"] = status
+            doc["lastRunAt"] = at
+            doc["lastAttemptAt"] = at
+            if token is not None:
+                doc["token"] = _token_fields(token, doc.get("token"))
+            if status in (SUCCEEDED, PARTIAL):
+                doc.update(lastSuccessAt=at, consecutiveFailures=0, failingSince=None, lastError=None,
+                           lastErrorType=None)
+                if status == PARTIAL:
+                    doc.update(lastError=f"{run.get('skipped', 0)} malformed record(s) skipped", lastErrorType="data")
+                doc["recordsSynced"] = int(doc.get("recordsSynced") or 0) + int(run.get("written") or 0)
+            elif status == FAILED:
+                doc["consecutiveFailures"] = int(doc.get("consecutiveFailures") or 0) + 1
+                doc["failingSince"] = doc.get("failingSince") or at
+                doc.update(lastError=message, lastErrorType=kind)
+                reason = self._pause_reason(doc, now)
+                if reason and doc.get("status") != "paused":
+                    doc.update(status="paused", pausedAt=at, pausedReason=reason, pausedBy="auto-pause")
+                    paused_now["reason"] = reason
+            elif status == QUEUED:
+                # A retry is coming: show the error without counting the run as failed yet.
+                doc.update(lastAttemptError=message, lastAttemptErrorType=kind)
+            if status in FINAL_STATES:
+                doc["lastRunFinishedAt"] = at
+            return doc
+
+        self.store.update(CONNECTIONS, conn["tenantId"], conn["id"], change)
+        if paused_now:
+            self._raise_alert(conn, paused_now["reason"], at)
+
+    def _release_connection(self, conn: Doc, run_id: str) -> None:
+        def change(doc: Doc | None) -> Doc | None:
+            if doc is None or doc.get("activeRunId") != run_id:
+                return None
+            doc["activeRunId"] = None
+            return doc
+
+        self.store.update(CONNECTIONS, conn["tenantId"], conn["id"], change)
+
+    def _pause_reason(self, doc: Doc, now: datetime) -> str | None:
+        failures = int(doc.get("consecutiveFailures") or 0)
+        since = doc.get("failingSince")
+        if failures >= self.auto_pause.max_failures:
+            return f"auto-paused after {failures} failed runs in a row (last: {doc.get('lastError')})"
+        if since and now - clock.parse(since) >= timedelta(days=self.auto_pause.max_days) and failures >= 2:
+            return (f"auto-paused after failing for {self.auto_pause.max_days:g} days "
+                    f"({failures} failed runs in a row; last: {doc.get('lastError')})")
+        return None
+
+    def _raise_alert(self, conn: Doc, reason: str, at: str) -> None:
+        """Record the auto-pause where people look: the audit log, and the alerting hook.
+
+        The alert itself is opened by the alert evaluator from the ``connectors_attention`` fact
+        (``IntegrationsService.attention_facts``), which de-duplicates and notifies; the hook lets
+        the composition root evaluate at once instead of on the next cycle.
+        """
+        self.audit.record(SYSTEM, conn["tenantId"], "integration.auto_pause", f"connection:{conn['id']}", reason,
+                          after={"status": "paused", "pausedAt": at})
+        if self.on_auto_pause is not None:
+            self.on_auto_pause(conn, reason)
+
+    def _roll_up(self, conn: Doc, run: Doc) -> None:
+        day = day_of(run["finishedAt"])
+        status = run["status"]
+        deltas: dict[str, float] = {
+            "runs": 1,
+            "succeeded": 1 if status == SUCCEEDED else 0,
+            "partial": 1 if status == PARTIAL else 0,
+            "failed": 1 if status == FAILED else 0,
+            "cancelled": 1 if status == CANCELLED else 0,
+            "read": int(run.get("read") or 0),
+            "written": int(run.get("written") or 0),
+            "skipped": int(run.get("skipped") or 0),
+            "durationMs": int(run.get("durationMs") or 0),
+        }
+        base = {"kind": ROLLUP_KIND, "bucket": day, "connectionId": conn["id"], "provider": conn["provider"]}
+        self.store.increment(ROLLUPS, conn["tenantId"], rollup_id(conn["id"], day), deltas, base=base)
+
+    # housekeeping ------------------------------------------------------------------------
+    def cancel_run(self, tenant_id: str, run_id: str, reason: str) -> Doc:
+        """Mark a queued or running run cancelled; a running one stops after its current page."""
+        at = clock.iso(self.now())
+
+        def change(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise NotFound(f"sync run {run_id} not found")
+            if doc["status"] not in OPEN_STATES:
+                raise Invalid(f"run {run_id} is already {doc['status']}")
+            doc.update(status=CANCELLED, finishedAt=at, error=f"cancelled: {reason}", progress="cancelled")
+            if doc.get("attempts") and doc["attempts"][-1].get("status") == RUNNING:
+                doc["attempts"][-1].update(status=CANCELLED, finishedAt=at)
+            started = doc.get("startedAt") or doc["queuedAt"]
+            doc["durationMs"] = int((self.now() - clock.parse(started)).total_seconds() * 1000)
+            return doc
+
+        run = self.store.update(RUNS, tenant_id, run_id, change)
+        assert run is not None
+        conn = self.store.get_or_none(CONNECTIONS, tenant_id, run["connectionId"])
+        if conn is not None:
+            self._update_connection_after(conn, run, None, None, None, at)
+            self._roll_up(conn, run)
+        return run
+
+    def fail_stale_runs(self, older_than_seconds: float | None = None) -> list[Doc]:
+        """Fail runs whose worker stopped heart-beating and whose queue item will not come back.
+
+        The queue re-delivers an item whose lease expired (``execute`` then closes the dead
+        attempt and resumes); this sweep covers runs left ``running`` after their item was
+        dead-lettered or lost, so nothing shows as running forever.
+        """
+        limit = older_than_seconds if older_than_seconds is not None else self.stale_after_seconds
+        cutoff = clock.iso(self.now() - timedelta(seconds=limit))
+        out = []
+        for run in self.store.query(RUNS, None, [Cond("status", "=", RUNNING)], limit=1000):
+            if (run.get("heartbeatAt") or run["queuedAt"]) >= cutoff:
+                continue
+            conn = self.store.get_or_none(CONNECTIONS, run["tenantId"], run["connectionId"])
+            if conn is None:
+                continue
+            attempt = (run.get("attempts") or [{}])[-1]
+            err = Stalled(f"the worker stopped heart-beating at {run.get('heartbeatAt')}; the run was abandoned")
+            out.append(self._finish(run["id"], conn, attempt, err, False, None, True))
+        return out
+
+
+class Stalled(ConnectorError):
+    """A run whose worker vanished: retried like a transient failure, shown as 'stalled'."""
+
+    kind = "stalled"
+
+
+def _token_fields(info: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Connector ``token_info()`` -> the connection's ``token`` record the health model reads."""
+    refresh_expires = None
+    issued = info.get("refresh_token_issued_at")
+    lifetime = info.get("refresh_token_lifetime_days")
+    if issued and lifetime:
+        refresh_expires = clock.iso(_parse_any(issued) + timedelta(days=float(lifetime)))
+    return {
+        "auth": info.get("auth"),
+        "accessExpiresAt": _iso_or_none(info.get("access_token_expires_at")),
+        "refreshIssuedAt": _iso_or_none(issued),
+        "refreshLifetimeDays": lifetime,
+        "refreshExpiresAt": refresh_expires,
+        "lastRefreshAt": _iso_or_none(info.get("last_refresh_at")) or (previous or {}).get("lastRefreshAt"),
+        "lastRefreshError": info.get("last_refresh_error"),
+    }
+
+
+def _parse_any(value: Any) -> datetime:
+    """Connectors report ISO strings in a few shapes (with or without microseconds, 'Z' or offset)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(float(value), tz=clock.now().tzinfo)
+    text = str(value).replace("Z", "+00:00")
+    return datetime.fromisoformat(text)
+
+
+def _iso_or_none(value: Any) -> str | None:
+    return clock.iso(_parse_any(value)) if value else None
+
+
