@@ -1,0 +1,293 @@
+"""Embedding benchmarks: pipeline throughput vs the raw embedder, vector search at 100k/1M, page render at 2M chunks.
+
+    python bench/embeddings.py           # full sizes (20,000 documents; 100k and 1M vectors; 2M chunks)
+    python bench/embeddings.py --quick   # small sizes, a minute or two
+
+Vectors for the search benchmark are real WordLlama embeddings of demo-style text. Embedding a
+million distinct texts would take most of an hour here, so the benchmark uses a property of the
+model instead: WordLlama averages token embeddings, so the embedding of a concatenation "a b c"
+is exactly the token-weighted mean of the pooled embeddings of a, b and c (checked below to
+cosine 0.9999+). The benchmark embeds ~30k sentence windows of generated sales documents once and
+forms each of the N vectors from three random windows: N distinct real texts, embedded exactly,
+clustered like real corpora (random vectors would be a misleading worst case for HNSW recall).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core import clock  # noqa: E402
+from core.adapters.local_embedder import WordLlamaEmbedder  # noqa: E402
+from core.embeddings.chunking import ChunkingConfig, iter_chunks  # noqa: E402
+from core.embeddings.embedder import l2_normalise  # noqa: E402
+from core.embeddings.index import VectorIndex  # noqa: E402
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_demo_documents", ROOT / "scripts" / "make_demo_documents.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["make_demo_documents"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def result(name: str, value: float, unit: str, baseline: float, target: str) -> None:
+    ratio = value / baseline if baseline else 0.0
+    print(f"RESULT {name} value={value:.4g} unit={unit} baseline={baseline:.4g} ratio={ratio:.4g} target={target}")
+
+
+# 1. pipeline throughput -------------------------------------------------------------------------
+def bench_pipeline(n_docs: int) -> None:
+    from core.bootstrap import build
+    from core.config import load_settings
+    from core.embeddings.changes import record_document_change
+    from core.migrate import migrate
+    from core.services.access import SYSTEM
+
+    gen = _generator()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-emb-"))
+    svc = build(load_settings(data_dir=tmp / "var", telemetry_enabled=False), instrument_store=False)
+    migrate(svc)
+    tenant = "bench"
+    at = clock.iso()
+    docs = []
+    for i, d in enumerate(gen.generate_documents(n_docs, seed=101)):
+        docs.append({"id": f"doc-{i:06d}", "tenantId": tenant, "connectionId": "c1", "source": "localfiles",
+                     "sourceId": d.filename, "title": d.title, "text": d.text, "project": d.project,
+                     "mimeType": "text/markdown", "updatedAt": at})
+    svc.store.create_many("documents", docs)
+    t0 = time.perf_counter()
+    for d in docs:
+        record_document_change(svc.store, tenant, d["id"], "upsert", source="localfiles", project=d["project"])
+    record_s = time.perf_counter() - t0
+    emb = svc.embeddings
+    emb.embedder(emb.default_model).embed(["warm up the model"])
+    t0 = time.perf_counter()
+    results = emb.drain(SYSTEM, tenant)
+    pipe_s = time.perf_counter() - t0
+    chunks = sum(r.chunks_embedded for r in results)
+    # the raw embedder on the same chunk texts, in the same batch size, in this same run
+    texts = [c["text"] for c in svc.store.query("chunks", tenant)]
+    raw = emb.embedder(emb.default_model)
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), emb.pipeline.batch_size):
+        raw.embed(texts[i : i + emb.pipeline.batch_size])
+    raw_s = time.perf_counter() - t0
+    # what the pipeline does besides embedding, on the same documents (no embedder): chunk + hash
+    from core.embeddings.hashing import chunk_hash
+
+    t0 = time.perf_counter()
+    for d in docs:
+        for c in iter_chunks(d["text"], ChunkingConfig()):
+            chunk_hash(c.text)
+    chunk_s = time.perf_counter() - t0
+    print(f"pipeline: {n_docs} documents -> {chunks} chunks in {pipe_s:.1f} s ({chunks / pipe_s:.0f} chunks/s); "
+          f"raw embedder {len(texts) / raw_s:.0f} chunks/s; chunking+hashing alone {chunk_s:.1f} s; "
+          f"recording {n_docs} changes {record_s:.1f} s")
+    result("embeddings_pipeline_chunks_per_s", chunks / pipe_s, "chunks/s", len(texts) / raw_s,
+           "ratio>=0.85_of_raw_embedder")
+    svc.store.close()
+
+
+# 2. vector search -------------------------------------------------------------------------------
+def real_vector_source(n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Un-normalised pooled sums and token counts of sentence windows of generated documents."""
+    gen = _generator()
+    emb = WordLlamaEmbedder()
+    model = emb.model
+    pieces = [c.text for d in gen.generate_documents(n_docs, seed=11)
+              for c in iter_chunks(d.text, ChunkingConfig(max_tokens=48, overlap_tokens=0))]
+    counts = np.array([sum(e.attention_mask) for e in model.tokenizer.encode_batch(pieces, add_special_tokens=False)],
+                      dtype=np.float32)
+    means = model.embed(pieces, norm=False, batch_size=256)
+    sums = means * counts[:, None]
+    # check the concatenation property on a few pairs against the model itself
+    for i in range(3):
+        a, b = pieces[i], pieces[i + 100]
+        direct = emb.embed([a + " " + b])[0]
+        combo = l2_normalise(sums[i] + sums[i + 100])[0]
+        assert float(direct @ combo) > 0.99, "WordLlama pooling property does not hold"
+    return sums.astype(np.float32), counts
+
+
+def make_vectors(sums: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty((n, sums.shape[1]), dtype=np.float32)
+    step = 200_000
+    for s in range(0, n, step):
+        idx = rng.integers(0, len(sums), (min(step, n - s), 3))
+        out[s : s + len(idx)] = l2_normalise(sums[idx].sum(axis=1))
+    return out
+
+
+def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    out = np.empty((len(queries), 10), dtype=np.int64)
+    for i in range(0, len(queries), 50):
+        s = queries[i : i + 50] @ vectors.T
+        part = np.argpartition(-s, 10, axis=1)[:, :10]
+        order = np.take_along_axis(s, part, 1).argsort(axis=1)[:, ::-1]
+        out[i : i + 50] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def bench_search(sizes: list[int], n_queries: int, source_docs: int) -> None:
+    rng = np.random.default_rng(0)
+    sums, _ = real_vector_source(source_docs)
+    queries = make_vectors(sums, n_queries, np.random.default_rng(99))
+    for n in sizes:
+        label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}m"
+        vectors = make_vectors(sums, n, rng)
+        truth = exact_top10(vectors, queries)
+        ids = [f"c{i}" for i in range(n)]
+        # (a) one tenant+project holds all n vectors; two small neighbours show the filter at work
+        idx = VectorIndex(vectors.shape[1])
+        t0 = time.perf_counter()
+        idx.upsert("big-tenant", "big-project", ids, vectors, ["d"] * n, ["files"] * n)
+        build_s = time.perf_counter() - t0
+        small = make_vectors(sums, 2000, rng)
+        for t in ("other-a", "other-b"):
+            idx.upsert(t, "p", [f"{t}{i}" for i in range(2000)], small, ["d"] * 2000, ["files"] * 2000)
+        lat, exact_lat, recall = [], [], []
+        for qi, q in enumerate(queries):
+            t0 = time.perf_counter()
+            hits = idx.search(q, 10, tenant_id="big-tenant", project="big-project")
+            lat.append((time.perf_counter() - t0) * 1000)
+            recall.append(len({int(h.chunk_id[1:]) for h in hits} & set(truth[qi].tolist())) / 10)
+            if qi < 50:
+                t0 = time.perf_counter()
+                idx.search(q, 10, tenant_id="big-tenant", project="big-project", exact=True)
+                exact_lat.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        idx.search(queries[0], 10, tenant_id="other-a", project="p")
+        print(f"search (a) filtered, {label}: build {build_s:.0f} s, p50 {pct(lat, 50):.3f} ms, "
+              f"p95 {pct(lat, 95):.3f} ms, recall@10 {np.mean(recall):.4f}; exact p95 {pct(exact_lat, 95):.2f} ms")
+        result(f"embeddings_search_filtered_{label}_p95", pct(lat, 95), "ms", pct(exact_lat, 95), "p95<5ms")
+        result(f"embeddings_search_filtered_{label}_recall10", float(np.mean(recall)), "ratio", 1.0, ">=0.95")
+        del idx
+        # (b) the same n vectors spread over 4 tenants x 3 projects (uneven), searched without a filter
+        idx = VectorIndex(vectors.shape[1])
+        shares = np.array([0.30, 0.15, 0.05, 0.12, 0.08, 0.05, 0.10, 0.05, 0.02, 0.04, 0.03, 0.01])
+        bounds = np.concatenate([[0], np.cumsum(np.round(shares / shares.sum() * n).astype(int))])
+        bounds[-1] = n
+        t0 = time.perf_counter()
+        for j in range(12):
+            a, b = int(bounds[j]), int(bounds[j + 1])
+            idx.upsert(f"tenant-{j // 3}", f"project-{j % 3}", ids[a:b], vectors[a:b], ["d"] * (b - a),
+                       ["files"] * (b - a))
+        build_s = time.perf_counter() - t0
+        lat, exact_lat, recall = [], [], []
+        for qi, q in enumerate(queries):
+            t0 = time.perf_counter()
+            hits = idx.search(q, 10)
+            lat.append((time.perf_counter() - t0) * 1000)
+            recall.append(len({int(h.chunk_id[1:]) for h in hits} & set(truth[qi].tolist())) / 10)
+            if qi < 50:
+                t0 = time.perf_counter()
+                idx.search(q, 10, exact=True)
+                exact_lat.append((time.perf_counter() - t0) * 1000)
+        print(f"search (b) unfiltered, {label} over 12 partitions: build {build_s:.0f} s, p50 {pct(lat, 50):.3f} ms, "
+              f"p95 {pct(lat, 95):.3f} ms, recall@10 {np.mean(recall):.4f}; exact p95 {pct(exact_lat, 95):.2f} ms")
+        result(f"embeddings_search_unfiltered_{label}_p95", pct(lat, 95), "ms", pct(exact_lat, 95), "p95<20ms")
+        result(f"embeddings_search_unfiltered_{label}_recall10", float(np.mean(recall)), "ratio", 1.0, ">=0.95")
+        del idx, vectors
+
+
+# 3. page render ---------------------------------------------------------------------------------
+def bench_page(n_chunks: int) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from core.bootstrap import build
+    from core.config import load_settings
+    from core.embeddings.changes import record_document_change
+    from core.migrate import migrate
+    from core.services.access import ADMIN
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-page-"))
+    os.environ["CASTIEL_DATA_DIR"] = str(tmp / "var")
+    svc = build(load_settings(data_dir=tmp / "var", telemetry_enabled=False), instrument_store=False)
+    migrate(svc)
+    tenant = "big"
+    svc.store.create("tenants", {"id": tenant, "tenantId": tenant, "name": "Big"})
+    # real pipeline for a few documents (stats, rollups, index), then bulk chunks to reach n_chunks
+    for i in range(20):
+        svc.store.upsert("documents", {"id": f"d{i}", "tenantId": tenant, "source": "localfiles",
+                                       "title": f"doc {i}", "text": f"Renewal note {i}. Pricing and terms.",
+                                       "project": "p", "updatedAt": clock.iso()})
+        record_document_change(svc.store, tenant, f"d{i}", "upsert")
+    from core.services.access import SYSTEM
+
+    svc.embeddings.drain(SYSTEM, tenant)
+    t0 = time.perf_counter()
+    batch = 100_000
+    for s in range(0, n_chunks, batch):
+        svc.store.create_many("chunks", [
+            {"id": f"bulk:{i:08d}", "tenantId": tenant, "documentId": f"bulk-{i // 20}", "project": "p",
+             "source": "localfiles", "ord": i % 20, "text": "chunk text", "model": "bulk", "hash": f"{i:x}"}
+            for i in range(s, min(n_chunks, s + batch))])
+    fill_s = time.perf_counter() - t0
+    from core.services.access import SYSTEM as _SYSTEM
+
+    user, _ = svc.users.create(_SYSTEM, "admin@bench.local", ADMIN, None, password="bench-password-123",
+                               reason="bench")
+    principal = svc.users.current(user["id"])
+    assert principal is not None
+
+    def render() -> float:
+        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120)
+        at.session_state[state.PRINCIPAL] = principal
+        at.session_state[state.TENANT] = tenant
+        at.run()
+        at.switch_page("pages/embedding_jobs.py")
+        t0 = time.perf_counter()
+        at.run()
+        ms = (time.perf_counter() - t0) * 1000
+        assert not at.exception, at.exception
+        assert any(m.label == "Backlog" for m in at.metric), "the page did not render its tiles"
+        return ms
+
+    render()  # warm caches and imports
+    times = [render() for _ in range(5)]
+    med = statistics.median(times)
+    print(f"page: {n_chunks:,} chunks in the store (filled in {fill_s:.0f} s); Embedding jobs page run "
+          f"median {med:.0f} ms, max {max(times):.0f} ms over 5 renders")
+    result(f"embeddings_page_render_{n_chunks // 1000}k_chunks", med, "ms", 300.0, "<300ms")
+    svc.store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="embedding benchmarks")
+    ap.add_argument("--quick", action="store_true", help="small sizes")
+    ap.add_argument("--only", choices=["pipeline", "search", "page"], default=None)
+    ap.add_argument("--search-sizes", default="100000,1000000",
+                    help="vector counts for the search benchmark (full run), comma-separated")
+    args = ap.parse_args()
+    if args.only in (None, "pipeline"):
+        bench_pipeline(1000 if args.quick else 20_000)
+    if args.only in (None, "search"):
+        if args.quick:
+            bench_search([20_000, 50_000], 100, 1500)
+        else:
+            bench_search([int(x) for x in args.search_sizes.split(",")], 200, 4000)
+    if args.only in (None, "page"):
+        bench_page(20_000 if args.quick else 2_000_000)
+
+
+if __name__ == "__main__":
+    main()

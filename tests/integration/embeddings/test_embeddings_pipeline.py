@@ -1,0 +1,209 @@
+"""The pipeline on real SQLite: exactly-once changes, hash reuse, deletes, faults, model change, index rebuild."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from core.adapters.store import Cond
+from core.embeddings.changes import record_document_change
+from core.services.access import SYSTEM
+from tests.integration.embeddings.conftest import delete_doc, make_services, write_doc
+
+T = "tenant-x"
+PARAS = [f"Paragraph {i} is about renewal pricing, the liability cap and security review number {i}. " * 6
+         for i in range(6)]
+
+
+def chunks_of(svc, doc_id: str) -> list[dict]:
+    return svc.store.query("chunks", T, [Cond("documentId", "=", doc_id)], order_by="ord")
+
+
+def drain(svc) -> list:
+    return svc.embeddings.drain(SYSTEM, T)
+
+
+def test_insert_update_delete_each_processed_once(emb_services, fake_embedders) -> None:
+    svc, fake = emb_services, fake_embedders["fake"]
+    write_doc(svc, T, "d1", "\n".join(PARAS))
+    write_doc(svc, T, "d2", "Short note about the EU data residency requirement.", project="beta")
+    results = drain(svc)
+    assert results[0].documents == 2 and results[-1].status == "idle"
+    first = len(fake.texts)
+    n1 = len(chunks_of(svc, "d1"))
+    assert n1 > 1 and first == n1 + 1
+    # update one paragraph: only chunks whose text changed are embedded again
+    changed = PARAS[:5] + ["A new closing paragraph about the signed order form."]
+    write_doc(svc, T, "d1", "\n".join(changed))
+    drain(svc)
+    re_embedded = len(fake.texts) - first
+    assert 0 < re_embedded < n1
+    assert all(c["docFingerprint"] == chunks_of(svc, "d1")[0]["docFingerprint"] for c in chunks_of(svc, "d1"))
+    hits = svc.embeddings.search(SYSTEM, T, "alpha", "signed order form closing paragraph", k=3).hits
+    assert "signed order form" in hits[0].text
+    # delete: chunks leave the store and the index
+    delete_doc(svc, T, "d1")
+    drain(svc)
+    assert chunks_of(svc, "d1") == []
+    res = svc.embeddings.search(SYSTEM, T, "alpha", "renewal pricing", k=5)
+    assert res.hits == [] and res.searched_chunks == 0
+    stats = {s.source: s for s in svc.embeddings.source_stats(SYSTEM, T)}["localfiles"]
+    assert (stats.docs_total, stats.docs_embedded, stats.backlog) == (1, 1, 0)
+    assert stats.chunks == len(chunks_of(svc, "d2"))
+
+
+def test_duplicate_change_delivery_embeds_once(emb_services, fake_embedders) -> None:
+    svc, fake = emb_services, fake_embedders["fake"]
+    write_doc(svc, T, "d1", "One sentence about the renewal. Another about the security review.")
+    record_document_change(svc.store, T, "d1", "upsert")  # the same change delivered again
+    drain(svc)
+    assert len(fake.texts) == 1
+    record_document_change(svc.store, T, "d1", "upsert")  # and once more, after it was processed
+    r = drain(svc)[0]
+    assert r.skipped_unchanged == 1 and len(fake.texts) == 1
+    assert len(chunks_of(svc, "d1")) == 1
+
+
+def test_empty_binary_and_languages(emb_services, fake_embedders) -> None:
+    svc = emb_services
+    write_doc(svc, T, "empty", "   \n\n  ")
+    write_doc(svc, T, "binary", "%PDF-1.7 \x00\x01\x02\x03\x04\x05\x06" * 40)
+    write_doc(svc, T, "ja", "データは地域内に保存する必要があります。夜間バッチは一時間以内に完了しています。")
+    write_doc(svc, T, "de", "Der Betriebsrat muss jedes Werkzeug prüfen. Die Daten bleiben in der EU.")
+    write_doc(svc, T, "fr", "L'équipe juridique demande de relever le plafond de responsabilité.")
+    r = drain(svc)[0]
+    assert (r.documents, r.empty, r.failed) == (5, 1, 1)
+    assert chunks_of(svc, "empty") == [] and chunks_of(svc, "binary") == []
+    assert "データは地域内" in chunks_of(svc, "ja")[0]["text"]
+    failed = svc.embeddings.failed_items(SYSTEM, T)
+    assert [f["documentId"] for f in failed] == ["binary"] and "binary content" in failed[0]["error"]
+    k = svc.embeddings.kpis(SYSTEM, T)
+    assert k.coverage == pytest.approx(3 / 4)  # empty documents do not count against coverage
+
+
+def test_failed_document_is_retried_then_dead_lettered(tmp_path, fake_embedders) -> None:
+    from datetime import timedelta
+
+    from core import clock
+
+    svc = make_services(tmp_path / "var", fake_embedders)
+    shift = [0.0]
+    svc.embeddings.pipeline.now = lambda: clock.now() + timedelta(seconds=shift[0])
+    svc.embeddings.pipeline.max_attempts = 3
+    write_doc(svc, T, "bad", "\x01\x02\x03\x04\x05 corrupt " * 30)
+    write_doc(svc, T, "good", "A normal sentence about the pilot review.")
+    drain(svc)
+    attempts = []
+    for _ in range(4):
+        shift[0] += 7200  # past any backoff
+        drain(svc)
+        attempts.append(svc.embeddings.failed_items(SYSTEM, T)[0]["attempts"])
+    item = svc.embeddings.failed_items(SYSTEM, T)[0]
+    assert item["status"] == "dead" and attempts[:2] == [2, 3] and attempts[-1] == 3
+    stats = svc.embeddings.source_stats(SYSTEM, T)[0]
+    assert (stats.docs_dead, stats.docs_failed, stats.docs_embedded) == (1, 0, 1)
+    # a person retries it after fixing the source: it is tried again
+    write_doc(svc, T, "bad", "The fixed document text.", record=False)
+    assert svc.embeddings.retry_failed(SYSTEM, T, "source fixed") == 1
+    drain(svc)
+    assert svc.embeddings.failed_items(SYSTEM, T) == []
+    assert len(chunks_of(svc, "bad")) == 1
+
+
+def test_embedder_failing_for_one_batch_loses_nothing(emb_services, fake_embedders) -> None:
+    svc, fake = emb_services, fake_embedders["fake"]
+    svc.embeddings.pipeline.batch_size = 4
+    svc.embeddings.pipeline.backoff_seconds = 0.0
+    fake.fail_batches = {1}  # the second call fails once; the retry succeeds
+    for i in range(10):
+        write_doc(svc, T, f"d{i}", f"Document {i} about the quarterly business review and forecast {i}.")
+    r = drain(svc)[0]
+    assert r.failed == 0 and r.documents == 10
+    assert sum(len(chunks_of(svc, f"d{i}")) for i in range(10)) == 10
+
+
+def test_one_bad_document_does_not_abort_its_batch(emb_services, fake_embedders) -> None:
+    svc, fake = emb_services, fake_embedders["fake"]
+    svc.embeddings.pipeline.backoff_seconds = 0.0
+    fake.poison = "POISON"
+    for i in range(6):
+        write_doc(svc, T, f"d{i}", f"Document {i} about renewal terms." + (" POISON" if i == 3 else ""))
+    r = drain(svc)[0]
+    assert r.failed == 1 and r.documents == 6
+    assert [f["documentId"] for f in svc.embeddings.failed_items(SYSTEM, T)] == ["d3"]
+    assert "embedding failed" in svc.embeddings.failed_items(SYSTEM, T)[0]["error"]
+    assert all(len(chunks_of(svc, f"d{i}")) == 1 for i in (0, 1, 2, 4, 5))
+
+
+def test_model_change_reembeds_in_background_while_search_serves_old(emb_services, fake_embedders) -> None:
+    svc = emb_services
+    for i in range(5):
+        write_doc(svc, T, f"d{i}", f"Account plan {i}: expansion into EMEA with works council approval.")
+    drain(svc)
+    old = svc.embeddings.active_model(T)
+    # start the move but stop after one cycle: search must keep serving the old model
+    svc.embeddings._config_update(T, activeModel=old, targetModel=svc.embeddings.embedder("fake-new").model_key)
+    for i in range(5):
+        record_document_change(svc.store, T, f"d{i}", "upsert")
+    svc.embeddings.pipeline.max_changes = 2
+    svc.embeddings.run_cycle(SYSTEM, T)
+    assert svc.embeddings.active_model(T) == old
+    res = svc.embeddings.search(SYSTEM, T, "alpha", "works council approval", k=5)
+    assert res.model == old and len(res.hits) == 5
+    mix = svc.embeddings.kpis(SYSTEM, T).model_mix
+    assert mix[old] == 5 and 0 < mix["fake-new@1"] < 5
+    drain(svc)
+    assert svc.embeddings.active_model(T) == "fake-new@1"
+    assert svc.embeddings.kpis(SYSTEM, T).model_mix == {"fake-new@1": 5}
+    assert svc.store.count("chunks", T, [Cond("model", "=", old)]) == 0
+    assert len(svc.embeddings.search(SYSTEM, T, "alpha", "works council", k=5).hits) == 5
+
+
+def test_index_is_rebuilt_from_the_store_when_missing(tmp_path, fake_embedders) -> None:
+    svc = make_services(tmp_path / "var", fake_embedders)
+    for i in range(8):
+        write_doc(svc, T, f"d{i}", f"Meeting {i} notes on the pilot success criteria.")
+    drain(svc)
+    before = [h.chunk_id for h in svc.embeddings.search(SYSTEM, T, "alpha", "pilot success", k=8).hits]
+    shutil.rmtree(tmp_path / "var" / "vectors")
+    fresh = make_services(tmp_path / "var", fake_embedders)
+    after = [h.chunk_id for h in fresh.embeddings.search(SYSTEM, T, "alpha", "pilot success", k=8).hits]
+    assert after == before and fresh.embeddings.indexes.rebuilds == 1
+    assert (tmp_path / "var" / "vectors").exists()  # saved again
+
+
+def test_reader_process_sees_worker_writes_after_a_cycle(tmp_path, fake_embedders) -> None:
+    worker = make_services(tmp_path / "var", fake_embedders, strict_index=True)
+    app = make_services(tmp_path / "var", fake_embedders)
+    write_doc(worker, T, "d1", "The first document about onboarding.")
+    drain(worker)
+    assert len(app.embeddings.search(SYSTEM, T, "alpha", "onboarding", k=5).hits) == 1
+    write_doc(worker, T, "d2", "A second document about onboarding and training.")
+    drain(worker)
+    assert {h.document_id for h in app.embeddings.search(SYSTEM, T, "alpha", "onboarding", k=5).hits} == {
+        "d1", "d2"}
+    assert app.embeddings.indexes.rebuilds == 0  # it loaded the worker's saved copy
+
+
+def test_tenant_scoping(emb_services, principals, two_tenants) -> None:
+    from core.errors import Forbidden
+
+    with pytest.raises(Forbidden):
+        emb_services.embeddings.kpis(principals["ops"], two_tenants[1])
+    with pytest.raises(Forbidden):
+        emb_services.embeddings.search(principals["content_admin"], two_tenants[0], None, "anything")
+
+
+def test_50mb_document_is_embedded_in_batches(emb_services, fake_embedders) -> None:
+    svc, fake = emb_services, fake_embedders["fake"]
+    svc.embeddings.set_chunking(SYSTEM, T, {"max_tokens": 2000, "overlap_tokens": 0}, "big documents")
+    para = "The customer asked about renewal pricing and the security review before the deadline. " * 40 + "\n"
+    text = para * (50 * 1024 * 1024 // len(para))
+    write_doc(svc, T, "big", text)
+    del text
+    r = drain(svc)[0]
+    assert r.failed == 0
+    n = svc.store.count("chunks", T, [Cond("documentId", "=", "big")])
+    assert n > 5000 and n == r.chunks_embedded + r.chunks_reused
+    assert max(fake.batches) <= svc.embeddings.pipeline.batch_size  # never the whole document at once

@@ -1,0 +1,135 @@
+"""Vector index: partition filters, exact vs HNSW agreement, deletes, persistence; RAG context assembly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.embeddings.context import RetrievedChunk, assemble_context
+from core.embeddings.embedder import l2_normalise
+from core.embeddings.index import Partition, VectorIndex
+from core.errors import Invalid
+
+DIM = 32
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    return l2_normalise(rng.standard_normal((n, DIM)).astype(np.float32))
+
+
+def fill(index: VectorIndex, tenant: str, project: str, vectors: np.ndarray, source: str = "files") -> list[str]:
+    ids = [f"{tenant}-{project}-{i}" for i in range(len(vectors))]
+    index.upsert(tenant, project, ids, vectors, [f"doc-{i // 4}" for i in range(len(vectors))], [source] * len(ids))
+    return ids
+
+
+def test_filters_search_only_their_partition() -> None:
+    rng = np.random.default_rng(1)
+    idx = VectorIndex(DIM)
+    a = unit(rng, 50)
+    fill(idx, "t1", "alpha", a)
+    fill(idx, "t1", "beta", unit(rng, 50))
+    fill(idx, "t2", "alpha", a.copy())  # the same vectors in another tenant
+    hits = idx.search(a[3], k=5, tenant_id="t1", project="alpha")
+    assert hits[0].chunk_id == "t1-alpha-3" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert {h.tenant_id for h in hits} == {"t1"} and {h.project for h in hits} == {"alpha"}
+    tenant_wide = idx.search(a[3], k=200, tenant_id="t1")
+    assert {h.project for h in tenant_wide} == {"alpha", "beta"} and len(tenant_wide) == 100
+    everywhere = idx.search(a[3], k=2)
+    assert {h.tenant_id for h in everywhere} == {"t1", "t2"}  # both exact copies rank first
+    assert idx.search(a[3], k=5, tenant_id="t1", project="nothing-here") == []
+    with pytest.raises(Invalid, match="dimensions"):
+        idx.search(np.zeros(DIM + 1), k=3)
+
+
+def test_source_filter_and_document_removal() -> None:
+    rng = np.random.default_rng(2)
+    idx = VectorIndex(DIM)
+    v = unit(rng, 40)
+    idx.upsert("t", "p", [f"c{i}" for i in range(40)], v, [f"d{i % 5}" for i in range(40)],
+               ["slack" if i % 2 else "drive" for i in range(40)])
+    hits = idx.search(v[1], k=10, tenant_id="t", project="p", source="drive")
+    assert hits and all(h.source == "drive" for h in hits)
+    assert idx.remove_document("t", "p", "d1") == 8
+    assert all(h.document_id != "d1" for h in idx.search(v[1], k=40, tenant_id="t", project="p"))
+    assert idx.count("t", "p") == 32
+    # re-upserting a chunk id replaces its vector instead of adding a second row
+    idx.upsert("t", "p", ["c0"], v[2:3], ["d0"], ["drive"])
+    assert idx.count("t", "p") == 32
+    assert idx.search(v[2], k=2, tenant_id="t", project="p")[1].chunk_id in {"c0", "c2"}
+
+
+def test_ann_partition_agrees_with_exact_search() -> None:
+    rng = np.random.default_rng(3)
+    # clustered data like real embeddings: 40 topics with noise
+    centres = unit(rng, 40)
+    v = l2_normalise(centres[rng.integers(0, 40, 6000)] + 0.35 * rng.standard_normal((6000, DIM)).astype(np.float32))
+    idx = VectorIndex(DIM, ann_threshold=1000)
+    fill(idx, "t", "p", v)
+    part = idx.get("t", "p")
+    assert part is not None and part.ann is not None
+    queries = l2_normalise(centres[rng.integers(0, 40, 50)] + 0.35 * rng.standard_normal((50, DIM)).astype(np.float32))
+    recall = []
+    for q in queries:
+        exact = {h.chunk_id for h in idx.search(q, 10, "t", "p", exact=True)}
+        approx = {h.chunk_id for h in idx.search(q, 10, "t", "p")}
+        recall.append(len(exact & approx) / 10)
+    assert np.mean(recall) >= 0.95
+    # deletes reach the graph too
+    top = idx.search(queries[0], 1, "t", "p")[0]
+    part.remove([top.chunk_id])
+    assert all(h.chunk_id != top.chunk_id for h in idx.search(queries[0], 10, "t", "p"))
+
+
+def test_compaction_keeps_live_rows() -> None:
+    rng = np.random.default_rng(4)
+    part = Partition("t", "p", DIM)
+    v = unit(rng, 30)
+    part.upsert([f"c{i}" for i in range(30)], v, [f"d{i}" for i in range(30)], ["s"] * 30)
+    part.remove([f"c{i}" for i in range(15)])
+    assert part.dead == 0 and len(part) == 15  # compacted once a third was dead
+    assert part.search(v[20], 1)[0].chunk_id == "c20"
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    idx = VectorIndex(DIM, root=tmp_path / "vectors", ann_threshold=500)
+    v = unit(rng, 800)
+    fill(idx, "tenant/a", "big", v)
+    fill(idx, "tenant/a", "small", v[:20])
+    idx.get("tenant/a", "big").version = 7  # type: ignore[union-attr]
+    assert idx.save() == 2
+    assert idx.save() == 0  # nothing changed since
+    folder = idx.folder("tenant/a", "big")
+    assert Partition.saved_version(folder) == 7
+    again = VectorIndex(DIM, root=tmp_path / "vectors", ann_threshold=500)
+    assert again.load_all() == 2
+    big = again.get("tenant/a", "big")
+    assert big is not None and big.version == 7 and big.ann is not None and len(big) == 800
+    assert again.search(v[5], 1, "tenant/a", "big")[0].chunk_id == "tenant/a-big-5"
+    # a loaded (memory-mapped) partition still takes writes
+    again.upsert("tenant/a", "big", ["new"], v[6:7], ["doc-x"], ["files"])
+    assert again.count("tenant/a", "big") == 801
+
+
+def test_context_dedupes_respects_budget_and_lists_sources() -> None:
+    a0 = "Northwind wants a flat renewal. The uplift of 7 percent was rejected."
+    a1 = "The uplift of 7 percent was rejected. Procurement asked for a three-year term."
+    b0 = "Northwind wants a flat renewal. The uplift of 7 percent was rejected."  # a copy in another doc
+    c0 = "Unrelated text about the weather in Seattle and a long walk along the waterfront. " * 10
+    chunks = [
+        RetrievedChunk("a:0", "doc-a", a0, 0.9, 0, "Renewal call", "files"),
+        RetrievedChunk("a:1", "doc-a", a1, 0.8, 1, "Renewal call", "files"),
+        RetrievedChunk("b:0", "doc-b", b0, 0.85, 0, "Email copy", "slack"),
+        RetrievedChunk("c:0", "doc-c", c0, 0.5, 0, "Weather", "files"),
+    ]
+    ctx = assemble_context(chunks, budget_tokens=60)
+    assert [c.chunk_id for c in ctx.chunks] == ["a:0", "a:1"]
+    assert ctx.text.count("The uplift of 7 percent was rejected.") == 1
+    assert "Procurement asked for a three-year term." in ctx.text
+    assert ctx.skipped_duplicates == 1 and ctx.skipped_budget == 1
+    assert [(s.number, s.document_id, s.chunk_ids) for s in ctx.sources] == [(1, "doc-a", ["a:0", "a:1"])]
+    assert ctx.tokens <= 60
+    assert assemble_context([], 100).empty
