@@ -1,0 +1,1 @@
+"""Observability: service telemetry rollups, latency histograms, JSON logs, alert rules, notifications, cost."""
