@@ -18,6 +18,8 @@ from app.components.errors import show_error  # noqa: E402
 from app.registry import BY_KEY, available_pages, landing_for  # noqa: E402
 from app.services import get_services  # noqa: E402
 from core.errors import CastielError  # noqa: E402
+from core.observability.logging import bind, configure_logging  # noqa: E402
+from core.observability.telemetry import timed  # noqa: E402
 from core.services.access import ROLE_LABELS  # noqa: E402
 
 st.set_page_config(page_title="Castiel Admin Console", page_icon=":material/dashboard:", layout="wide")
@@ -78,8 +80,15 @@ def _tenant_picker(services, principal):  # type: ignore[no-untyped-def]
         st.sidebar.caption(":material/science: Demo tenant: its data is generated demo data.")
 
 
+@st.cache_resource(show_spinner=False)
+def _logging_configured(level: str) -> bool:
+    configure_logging(level, service="web")
+    return True
+
+
 def main() -> None:
     services = get_services()
+    _logging_configured(services.settings.log_level)
     principal = _sign_in(services)
     if principal is None:
         login_screen(services)
@@ -119,11 +128,15 @@ def main() -> None:
     if not spec.allows(principal.role):
         st.error(f"Not authorised. The {spec.title} screen is not open to your role.", icon=":material/block:")
     else:
+        _ = services.telemetry  # installs the recorder that `timed` writes to
+        tenant = st.session_state.get(state.TENANT)
         try:
-            current.run()
+            with timed(f"page.{key}", None if tenant in (None, state.ALL_TENANTS) else tenant, kind="page"):
+                current.run()
         except Exception as e:  # st.stop()/st.rerun() are BaseExceptions and pass through
             show_error(e)
     write_cookie_if_due(services)
 
 
-main()
+with bind():  # one correlation id per script run: logs, enqueued jobs and error references share it
+    main()

@@ -38,6 +38,10 @@ def cmd_setup(args: argparse.Namespace) -> int:
     if s.using_default_key:
         print("note: embedded demo mode with the built-in secret key; set CASTIEL_SECRET_KEY for anything real")
     migrate(services)
+    from core.services.access import SYSTEM
+    from core.services.prompts import seed_prompts
+
+    seed_prompts(services, SYSTEM)  # the platform's system prompts; new versions only, nothing overwritten
     email, generated = ensure_admin(services)
     if not services.tenants.all_ids() and not args.no_demo:
         print("store is empty: seeding the demo tenants (this runs the real pipelines, it takes a minute)...")
@@ -64,6 +68,18 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     print(f"created {user['email']} ({user['role']}, tenant: {user['homeTenant'] or 'all'})")
     if generated:
         print(f"one-time password: {generated}")
+    return 0
+
+
+def cmd_seed_prompts(args: argparse.Namespace) -> int:
+    from core.migrate import migrate
+    from core.services.access import SYSTEM
+    from core.services.prompts import seed_prompts
+
+    services = _services()
+    migrate(services)
+    for line in seed_prompts(services, SYSTEM).lines():
+        print(line)
     return 0
 
 
@@ -122,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     g.add_argument("--generate", action="store_true", help="generate a one-time password")
     c.set_defaults(fn=cmd_create_user)
+    sp = sub.add_parser("seed-prompts", help="add new system prompt versions from data/prompts (idempotent)")
+    sp.set_defaults(fn=cmd_seed_prompts)
     t = sub.add_parser("create-tenant", help="create a tenant with default settings")
     t.add_argument("--id", required=True)
     t.add_argument("--name", required=True)

@@ -16,6 +16,8 @@ from core.adapters.store import DocumentStore
 from core.config import Settings, load_settings
 from core.crypto import SecretBox
 from core.services.audit import AuditLog
+from core.services.integrations import IntegrationsService
+from core.services.sync_engine import SyncEngine
 from core.services.tenants import TenantService
 from core.services.users import UserService
 from core.services.work_queue import WorkQueue
@@ -83,9 +85,122 @@ class Services:
 
     # Feature services are added below, one cached_property each, built from the pieces above.
 
+    # overview, telemetry and alerting (issue 8)
+    @cached_property
+    def telemetry(self) -> Any:
+        from core.observability.wiring import recorder_for
+
+        return self._override("telemetry") or recorder_for(self)
+
+    @cached_property
+    def alerting(self) -> Any:
+        from core.observability.wiring import build_alerting
+
+        return self._override("alerting") or build_alerting(self)
+
+    @cached_property
+    def overview(self) -> Any:
+        from core.observability.wiring import build_overview
+
+        return self._override("overview") or build_overview(self)
+
+    @cached_property
+    def telemetry_views(self) -> Any:
+        from core.observability.wiring import build_telemetry_views
+
+        return self._override("telemetry_views") or build_telemetry_views(self)
+
+    # prompts and experiments (issue 5)
+    @cached_property
+    def prompts(self) -> Any:
+        from core.services.prompts import PromptCatalog
+
+        return self._override("prompts") or PromptCatalog(self.store, self.audit)
+
+    @cached_property
+    def experiments(self) -> Any:
+        from core.services.experiments import ExperimentService
+
+        return self._override("experiments") or ExperimentService(self.store, self.audit, self.prompts)
+
+    @cached_property
+    def eval_runs(self) -> Any:
+        from core.services.intents import EvaluationRuns
+
+        return self._override("eval_runs") or EvaluationRuns(self.store, self.audit)
+
+    @cached_property
+    def chat_llm(self) -> Any:
+        """The configured chat model (openai SDK), or None when no LLM is configured."""
+        from core.adapters.llm_openai import OpenAIChatClient
+
+        return self._override("chat_llm") or OpenAIChatClient.from_settings(self.settings)
+
+    # embedding pipeline (issue 4)
+    @cached_property
+    def embeddings(self) -> Any:
+        if self._override("embeddings"):
+            return self._override("embeddings")
+        from core.services.embeddings import EmbeddingsService, default_embedder_factories
+
+        s = self.settings
+        telemetry = self.telemetry if getattr(s, "telemetry_enabled", False) else None
+        return EmbeddingsService(
+            self.store, self.audit, self.queue, embedders=self._override("embedders") or default_embedder_factories(s),
+            default=self._override("embedder_default") or s.embedder, index_root=s.data_dir / "vectors",
+            strict_index=bool(self._override("strict_index")), telemetry=telemetry,
+        )
+
+    # integrations (issue 3)
+    @cached_property
+    def sync_engine(self) -> SyncEngine:
+        if self._override("sync_engine"):
+            return self._override("sync_engine")
+        from connectors.base import build_connector  # the composition root is where connectors meet core
+        from core.embeddings.changes import document_change_hook  # every synced document becomes embedding work
+
+        hook = self._override("on_document_changed") or document_change_hook(self.store)
+        return SyncEngine(self.store, build_connector, self.box, hook, audit=self.audit)
+
+    @cached_property
+    def integrations(self) -> IntegrationsService:
+        if self._override("integrations"):
+            return self._override("integrations")
+        from connectors.base import PROVIDER_LABELS, get_connector_class
+
+        return IntegrationsService(self.store, self.audit, self.queue, self.sync_engine, self.box,
+                                   get_connector_class, PROVIDER_LABELS)
+
+    # templates (issue 7)
+    @cached_property
+    def templates(self) -> Any:
+        if self._override("templates"):
+            return self._override("templates")
+        from core.services.templates import CatalogPrompts, ChatTextModel, TemplateService
+
+        llm = self._override("template_llm") or (ChatTextModel(self.chat_llm) if self.chat_llm else None)
+        return TemplateService(self.store, self.blobs, self.audit, self.queue, self.tenants, llm=llm,
+                               prompts=self._override("template_prompts") or CatalogPrompts(self.prompts),
+                               google_factory=self._override("google_templates"))
+
+    # models (issue 6)
+    @cached_property
+    def models(self) -> Any:
+        if self._override("models"):
+            return self._override("models")
+        from core.services.models import ModelService
+        from ml.backend import MlflowModelBackend  # the composition root is where ml meets core
+
+        backend = self._override("model_backend") or MlflowModelBackend.from_settings(self.settings)
+        return ModelService(self.store, self.blobs, self.audit, self.queue, backend)
+
 
 def build(settings: Settings | None = None, **overrides: Any) -> Services:
     settings = settings or load_settings()
     store = overrides.pop("store", None) or build_store(settings)
+    if settings.telemetry_enabled and overrides.pop("instrument_store", True):
+        from core.observability.instrumented_store import instrument
+
+        store = instrument(store)  # store calls are timed into telemetry rollups (issue 8)
     blobs = overrides.pop("blobs", None) or build_blobs(settings)
     return Services(settings=settings, store=store, blobs=blobs, overrides=overrides)

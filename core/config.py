@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     lease_seconds: float = Field(default=60.0, gt=0, le=3600)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    # Webhook receipt in the worker (jobs/webhooks.py): POST /webhooks/<tenant>/<connection id>; port 0 turns it off.
+    webhook_port: int = Field(default=8502, ge=0, le=65535)
+    webhook_bind: str = "127.0.0.1"
     # LLM / embeddings through the openai SDK (OpenAI, Azure OpenAI or any compatible base URL).
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None

@@ -33,17 +33,19 @@ CONTAINERS: tuple[C, ...] = (
     C("experiments", indexes=(("status",), ("slot",))),
     C("exp_events", indexes=(("experimentId", "at"), ("dedupeKey",))),
     C("exp_rollups", indexes=(("experimentId", "day"),)),
+    C("exp_units", indexes=(("experimentId",),)),
     # models (issue 6)
     C("model_aliases", indexes=(("model", "at"),)),
     C("predictions", indexes=(("model", "at"),)),
     C("drift_checks", indexes=(("model", "at"),)),
+    C("model_settings", indexes=(("kind",),)),
     # templates (issue 7)
     C("templates", indexes=(("name",),)),
     C("generation_jobs", indexes=(("templateId", "createdAt"), ("status",))),
     C("generated_docs", indexes=(("jobId",), ("templateId", "createdAt"))),
     # overview, telemetry and alerts (issue 8)
-    C("telemetry", indexes=(("operation", "bucket"), ("bucket",))),
+    C("telemetry", indexes=(("grain", "bucket"), ("operation", "bucket"), ("bucket",))),
     C("alert_rules", indexes=(("rule",),)),
-    C("alerts", indexes=(("status", "openedAt"), ("rule", "status"))),
+    C("alerts", indexes=(("status", "openedAt"), ("rule", "status"), ("current", "status"), ("openedAt",))),
     C("notifications", indexes=(("alertId",), ("status",))),
 )

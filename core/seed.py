@@ -19,7 +19,14 @@ DEMO_TENANTS = (("acme-demo", "Acme Corp (demo)"), ("globex-demo", "Globex (demo
 
 # Each feature contributes a hook ``fn(services, tenant_id, actor)`` that pushes its demo data
 # through the same services and pipelines production uses. Listed in dependency order.
-DEMO_HOOKS: tuple[tuple[str, str], ...] = ()
+DEMO_HOOKS: tuple[tuple[str, str], ...] = (
+    ("core.services.integrations", "seed_integrations_demo"),
+    ("core.services.embeddings", "seed_embeddings_demo"),  # embeds the documents the sync just stored
+    ("core.services.templates", "seed_templates_demo"),  # after integrations: configured against its CRM data
+    ("core.services.models", "seed_models_demo"),  # after integrations: trains on the synced opportunities too
+    ("core.services.experiments", "seed_experiments_demo"),  # seeds the prompt catalog it experiments on
+    ("core.services.overview", "seed_observability_demo"),  # last: its alert cycle sees the others' data
+)
 
 
 @dataclass

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from core.bootstrap import build
 from core.config import load_settings
 from core.errors import CastielError
 from core.migrate import migrate
+from core.observability.logging import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queues", default="", help="comma-separated queue names (default: all)")
     p.add_argument("--no-scheduler", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        services = build(load_settings())
+        settings = load_settings()
+        configure_logging(settings.log_level, service="worker")
+        services = build(settings)
         migrate(services, check=False)
     except CastielError as e:
         print(f"worker cannot start: {e.message}", file=sys.stderr)

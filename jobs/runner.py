@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import traceback
 import uuid
 from typing import Any
@@ -21,7 +22,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from core import clock
 from core.bootstrap import Services
-from core.errors import CastielError, Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, RateLimited, TransientError
+from core.errors import (
+    CastielError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+    StoreUnavailable,
+    TransientError,
+)
+from core.observability.logging import bound_from
+from jobs import metrics as job_metrics
 from jobs import tasks
 
 log = logging.getLogger("castiel.worker")
@@ -62,7 +75,10 @@ class Worker:
             "error": None,
             "worker": self.worker_id,
         }
-        self.services.store.create("job_runs", run)
+        try:
+            self.services.store.create("job_runs", run)
+        except StoreUnavailable:
+            log.warning("store unavailable: running %s without recording the run", job_id)
         try:
             result = fn(self.services)
             run.update(status="succeeded", result=result if isinstance(result, dict) else None)
@@ -70,7 +86,10 @@ class Worker:
             log.exception("scheduled job %s failed", job_id)
             run.update(status="failed", error=f"{type(e).__name__}: {e}")
         run["endedAt"] = clock.iso()
-        self.services.store.upsert("job_runs", run)
+        try:
+            self.services.store.upsert("job_runs", run)
+        except StoreUnavailable:
+            log.warning("store unavailable: could not record the end of %s (%s)", job_id, run["status"])
 
     def start_scheduler(self) -> BackgroundScheduler:
         sched = BackgroundScheduler(timezone="UTC")
@@ -117,6 +136,11 @@ class Worker:
         pulse = threading.Thread(target=keep_alive, daemon=True)
         pulse.start()
         fn = tasks.HANDLERS.get(item["kind"])
+        started = time.perf_counter()
+        tenant = None if item["tenantId"] == "_platform" else item["tenantId"]
+        correlation = bound_from(item.get("payload") or {}, tenant)
+        correlation.__enter__()
+        ok, final = False, True
         try:
             if fn is None:
                 raise Invalid(f"no handler for job kind {item['kind']!r} in this worker")
@@ -125,6 +149,7 @@ class Worker:
             with lock:
                 if not q.is_cancelled(state["item"]):
                     q.complete(state["item"], self.worker_id, result or {})
+            ok = True
         except Exception as e:
             done.set()
             retryable = not isinstance(e, _PERMANENT)
@@ -134,12 +159,15 @@ class Worker:
                 log.error("job %s (%s) failed: %s", item["id"], item["kind"], traceback.format_exc())
             try:
                 with lock:
-                    q.fail(state["item"], self.worker_id, message, retryable=retryable, retry_after=retry_after)
+                    failed = q.fail(state["item"], self.worker_id, message, retryable, retry_after)
+                final = failed["status"] != "queued"
             except Conflict:
                 log.warning("job %s was taken over by another worker before its failure was recorded", item["id"])
         finally:
             done.set()
             pulse.join(timeout=5)
+            job_metrics.job_finished(item["queue"], time.perf_counter() - started, ok, final=final)
+            correlation.__exit__(None, None, None)
         self.processed += 1
         return True
 

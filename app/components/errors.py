@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import streamlit as st
 
 from core.errors import CastielError, Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, StoreUnavailable
+from core.observability.logging import get_correlation_id
 
 log = logging.getLogger("castiel.app")
 
@@ -30,7 +31,7 @@ def show_error(e: BaseException) -> None:
     elif isinstance(e, CastielError):
         st.error(e.message)
     else:
-        ref = uuid.uuid4().hex[:10]
+        ref = get_correlation_id() or uuid.uuid4().hex[:10]
         log.error("unexpected error, reference %s", ref, exc_info=e)
         st.error(
             f"Something went wrong on our side. The details are in the server log under reference **{ref}**.",

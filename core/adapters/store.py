@@ -135,6 +135,11 @@ class DocumentStore(abc.ABC):
         for d in docs:
             self.create(container, d)
 
+    def upsert_many(self, container: str, docs: Sequence[Doc]) -> None:
+        """Insert or replace many documents without etag checks (backends may batch); for bulk sync writes."""
+        for d in docs:
+            self.upsert(container, d)
+
     def find_one(self, container: str, tenant_id: str | None, where: Where) -> Doc | None:
         rows = self.query(container, tenant_id, where, limit=1)
         return rows[0] if rows else None

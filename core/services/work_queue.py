@@ -17,6 +17,7 @@ from typing import Any
 from core import clock
 from core.adapters.store import PLATFORM, Cond, Doc, DocumentStore
 from core.errors import Conflict, Invalid, NotFound
+from core.observability.logging import inject
 from core.services.access import ADMIN, ANY_ROLE, Principal, require
 from core.services.audit import AuditLog
 
@@ -72,7 +73,7 @@ class WorkQueue:
             "tenantId": part,
             "queue": queue,
             "kind": kind,
-            "payload": payload or {},
+            "payload": inject(dict(payload or {})),  # the correlation id follows the work to the worker
             "status": QUEUED,
             "attempts": 0,
             "maxAttempts": max_attempts,

@@ -16,7 +16,8 @@ from typing import Any
 from core.adapters.store import Doc
 from core.bootstrap import Services
 
-TASK_MODULES: tuple[str, ...] = ("jobs.tasks.system",)
+TASK_MODULES: tuple[str, ...] = ("jobs.tasks.system", "jobs.tasks.sync", "jobs.tasks.alerts", "jobs.tasks.templates",
+                                "jobs.tasks.embeddings", "jobs.tasks.experiments", "jobs.tasks.models")
 
 
 @dataclass

@@ -329,6 +329,14 @@ def test_create_many_writes_all_and_refuses_duplicates(store: DocumentStore, c: 
     store.create_many(c, [])
 
 
+def test_upsert_many_inserts_and_replaces(store: DocumentStore, c: str) -> None:
+    store.create(c, doc("t1", "a", n=1))
+    store.upsert_many(c, [doc("t1", "a", n=2), doc("t1", "b", n=3), doc("t2", "a", n=4)])
+    assert [(d["tenantId"], d["id"], d["n"]) for d in store.query(c, None, order_by="n")] == [
+        ("t1", "a", 2), ("t1", "b", 3), ("t2", "a", 4)]
+    assert store.count(c, "t1") == 2
+
+
 def test_ensure_containers_is_idempotent_and_missing_reports(store: DocumentStore) -> None:
     fresh = [ContainerSpec(f"fresh_{uuid.uuid4().hex[:8]}", indexes=(("status", "at"),))]
     missing = store.missing_containers(fresh)
