@@ -22,6 +22,23 @@ class PageContext:
     def tenant_or_home(self) -> str | None:
         return self.tenant_id or self.principal.tenant_id
 
+    def one_tenant(self, key: str) -> str:
+        """The tenant a single-tenant screen works on: the sidebar's, or one picked here when it shows all.
+
+        Stops the page with a clear message when there are no tenants to pick.
+        """
+        tenant = self.tenant_or_home()
+        if tenant:
+            return tenant
+        names = {t["id"]: t["name"] for t in self.services.tenants.list(self.principal)}
+        if not names:
+            st.info("There are no tenants yet: an admin creates one with `python -m core create-tenant`.")
+            st.stop()
+        ids = list(names)
+        wanted = st.query_params.get("tenant")
+        return str(st.selectbox("Tenant", ids, index=ids.index(wanted) if wanted in ids else 0, key=key,
+                                format_func=lambda t: names[t]))
+
 
 def current_principal() -> Principal | None:
     return st.session_state.get(state.PRINCIPAL)

@@ -25,7 +25,9 @@ _LINK_TEXT = r".*#(.+)$"
 def cell_url(cell: Cell | None) -> str | None:
     if cell is None or cell.link is None:
         return None
-    return f"{cell.link}#{STATUS_MARK.get(cell.status, '')} {cell.text}".replace("# ", "#", 1)
+    # A bare "%" after the "#" makes the URL unparseable and the grid shows it raw: use the full-width sign.
+    text = cell.text.replace("%", "\uff05")
+    return f"{cell.link}#{STATUS_MARK.get(cell.status, '')} {text}".replace("# ", "#", 1)
 
 
 def filter_rows(rows: Sequence[TenantRow], search: str = "", show: str = FILTERS[0]) -> list[TenantRow]:

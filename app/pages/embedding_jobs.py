@@ -16,17 +16,7 @@ st.title("Embedding jobs")
 st.caption("Documents from the connected sources become chunks and vectors here. Figures come from rollups "
            "kept by the pipeline, so this screen costs the same at two thousand chunks or two million.")
 
-tenant_id = ctx.tenant_id
-if tenant_id is None:
-    with handled():
-        tenants = [t["id"] for t in ctx.services.tenants.list(ctx.principal)]
-    if not tenants:
-        st.info("No tenants yet.")
-        st.stop()
-    wanted = st.query_params.get("tenant")
-    tenant_id = st.selectbox("Tenant", tenants, index=tenants.index(wanted) if wanted in tenants else 0,
-                             key="emb_tenant")
-assert tenant_id is not None
+tenant_id = ctx.one_tenant(key="emb_tenant")
 
 with handled():
     kpis = svc.kpis(ctx.principal, tenant_id)

@@ -44,10 +44,7 @@ def pick(label: str, options: dict[str, str], key: str, index: int = 0) -> str |
 
 
 st.title("Templates")
-tenant = ctx.tenant_or_home()
-if tenant is None:
-    st.info("Choose a tenant in the sidebar to manage its templates.")
-    st.stop()
+tenant = ctx.one_tenant(key="templates_tenant")
 st.caption("Upload Word and PowerPoint templates (or link Google Docs and Slides), check them, say where each "
            "placeholder's value comes from, preview with real CRM data and generate documents.")
 

@@ -236,6 +236,7 @@ class Recorder:
         self._last_flush = time.monotonic()
         self._flushing = threading.Event()
         self.dropped = 0
+        self._next_drop_warning = 1
         self.flush_failures = 0
         self.last_flush_error: str | None = None
 
@@ -306,9 +307,11 @@ class Recorder:
             excess -= 1
         for mkey in sorted(self._minutes, key=lambda k: k[3])[:max(0, excess)]:
             self.dropped += self._minutes.pop(mkey).count
-        log.warning(
-            "telemetry buffer over %d rollups; dropped the oldest (%d calls so far)", self.max_pending, self.dropped
-        )
+        if self.dropped >= self._next_drop_warning:  # warn at 1, 10, 100, ... dropped calls, not on every call
+            self._next_drop_warning = max(1, self.dropped) * 10
+            log.warning(
+                "telemetry buffer over %d rollups; dropped the oldest (%d calls so far)", self.max_pending, self.dropped
+            )
 
     # flushing ------------------------------------------------------------------------------
     def pending(self) -> int:
