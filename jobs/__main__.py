@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level, service="worker")
         services = build(settings)
         migrate(services, check=False)
+        from jobs.webhooks import start_webhook_server
+
+        start_webhook_server(services)  # vendor webhooks at /webhooks/<tenant>/<connection>; port 0 is off
     except CastielError as e:
         print(f"worker cannot start: {e.message}", file=sys.stderr)
         return 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, time
 
 import streamlit as st
@@ -39,7 +40,11 @@ with handled():
         cursor=cursors[-1],
     )
     rows = [
-        {k: r.get(k) for k in ("at", "tenantId", "actor", "actorRole", "action", "target", "reason", "before", "after")}
+        {
+            **{k: r.get(k) for k in ("at", "tenantId", "actor", "actorRole", "action", "target", "reason")},
+            # before/after hold any small JSON value: show them as JSON text so the column has one type
+            **{k: json.dumps(r.get(k), default=str) if r.get(k) is not None else "" for k in ("before", "after")},
+        }
         for r in page.rows
     ]
     table_with_csv(rows, key="audit", file_name="audit.csv", empty="No audit records match these filters.")

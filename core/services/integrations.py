@@ -21,7 +21,7 @@ from typing import Any
 from core import clock
 from core.adapters.store import Cond, Doc, DocumentStore
 from core.crypto import SecretBox
-from core.errors import Conflict, Invalid, NotFound
+from core.errors import CastielError, Conflict, Invalid, NotFound
 from core.services.access import ADMIN, OPS, SUPPORT, SYSTEM, Principal, require
 from core.services.audit import AuditLog
 from core.services.integration_health import SEVERITY, STATUSES, Health, compute_health
@@ -765,16 +765,26 @@ class IntegrationsService:
             doc["webhook"] = hook
             return doc
 
-        self.store.update(CONNECTIONS, tenant_id, connection_id, note)
-        if not fresh:
-            return WebhookResult("duplicate", duplicates=dupes)
-        if conn.get("status") == "paused":
-            return WebhookResult("accepted", accepted=len(fresh), duplicates=dupes)
-        declared = {s.name for s in self.provider(conn["provider"]).streams}
-        streams = sorted({ev.stream for ev in fresh if ev.stream in declared}) or None
-        trigger = {"type": "webhook", "events": len(fresh), "eventIds": [ev.event_id for ev in fresh][:20]}
-        result = self._enqueue_run(SYSTEM, conn, trigger, queue=Q_WEBHOOK, streams=streams, reason="webhook",
-                                   dedupe_key=f"sync-webhook:{connection_id}")
+        try:
+            self.store.update(CONNECTIONS, tenant_id, connection_id, note)
+            if not fresh:
+                return WebhookResult("duplicate", duplicates=dupes)
+            if conn.get("status") == "paused":
+                return WebhookResult("accepted", accepted=len(fresh), duplicates=dupes)
+            declared = {s.name for s in self.provider(conn["provider"]).streams}
+            streams = sorted({ev.stream for ev in fresh if ev.stream in declared}) or None
+            trigger = {"type": "webhook", "events": len(fresh), "eventIds": [ev.event_id for ev in fresh][:20]}
+            result = self._enqueue_run(SYSTEM, conn, trigger, queue=Q_WEBHOOK, streams=streams, reason="webhook",
+                                       dedupe_key=f"sync-webhook:{connection_id}")
+        except Exception:
+            # Nothing was queued: forget these event ids so the vendor's redelivery is not taken for a duplicate.
+            for ev in fresh:
+                key = hashlib.sha256(f"{connection_id}\x1f{ev.event_id}".encode()).hexdigest()[:32]
+                try:
+                    self.store.delete(WEBHOOK_EVENTS, tenant_id, f"wh-{key}")
+                except CastielError:
+                    pass
+            raise
         return WebhookResult("accepted", accepted=len(fresh), duplicates=dupes, run_id=result.run_id)
 
     # alerting --------------------------------------------------------------------------

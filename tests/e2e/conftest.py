@@ -48,6 +48,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningConsole
         "STREAMLIT_SERVER_PORT": str(port),
         "STREAMLIT_SERVER_ADDRESS": "127.0.0.1",
         "CASTIEL_METRICS_PORT": str(free_port()),
+        "CASTIEL_WEBHOOK_PORT": str(free_port()),
     }
     with open(log, "w") as out:
         proc = subprocess.Popen(

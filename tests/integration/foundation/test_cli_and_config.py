@@ -13,6 +13,8 @@ from core.config import load_settings
 from core.errors import Invalid
 
 ROOT = Path(__file__).resolve().parents[3]
+# Worker processes in tests listen on no port (parallel tests would collide on the defaults).
+QUIET_PORTS = {"CASTIEL_WEBHOOK_PORT": "0", "CASTIEL_METRICS_PORT": "0"}
 
 
 def run(args: list[str], data_dir: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +84,6 @@ def test_store_unreachable_at_start_exits_non_zero_with_reason(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "CASTIEL_DATA_DIR": str(blocker / "var"), "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "CASTIEL_DATA_DIR": str(blocker / "var"), "PYTHONPATH": str(ROOT), **QUIET_PORTS},
     )
     assert worker.returncode == 3 and "worker cannot start" in worker.stderr

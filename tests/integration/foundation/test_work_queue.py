@@ -16,6 +16,8 @@ from jobs import tasks
 from jobs.runner import Worker
 
 ROOT = Path(__file__).resolve().parents[3]
+# Worker processes in tests listen on no port (parallel tests would collide on the defaults).
+QUIET_PORTS = {"CASTIEL_WEBHOOK_PORT": "0", "CASTIEL_METRICS_PORT": "0"}
 
 
 def test_two_workers_race_on_200_items_each_runs_once(services, data_dir):
@@ -41,7 +43,13 @@ def test_two_workers_race_on_200_items_each_runs_once(services, data_dir):
 
 def test_killed_worker_item_is_rerun_after_lease(services, data_dir):
     """A worker process killed mid-item: after the lease expires another worker re-claims and finishes it."""
-    env = {**os.environ, "CASTIEL_DATA_DIR": str(data_dir), "CASTIEL_LEASE_SECONDS": "2", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "CASTIEL_DATA_DIR": str(data_dir),
+        "CASTIEL_LEASE_SECONDS": "2",
+        "PYTHONPATH": str(ROOT),
+        **QUIET_PORTS,
+    }
     job = services.queue.enqueue(SYSTEM, "test", "system.probe", None, {"seconds": 30, "marker": "killed"}, audit=False)
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs", "--consumers", "1", "--no-scheduler"],
@@ -101,7 +109,7 @@ def test_cancel_stops_a_queued_item_and_is_audited(services):
 
 
 def test_sigterm_shuts_down_cleanly(services, data_dir):
-    env = {**os.environ, "CASTIEL_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "CASTIEL_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), **QUIET_PORTS}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs", "--consumers", "1"],
         cwd=ROOT,
