@@ -126,7 +126,7 @@ def _fernet_key() -> bytes:
     return Fernet.generate_key()
 
 
-def bench_throughput(records: int, folder: Path) -> None:
+def bench_throughput(records: int, folder: Path, profile: str | None = None) -> None:
     fake = VendorProcess(records)
     try:
         # Best of two for both sides: the first of each pays for TLS set-up and warm caches.
@@ -135,6 +135,15 @@ def bench_throughput(records: int, folder: Path) -> None:
         raw_rate = max(n / t for n, t in raws)
         syncs = [engine_sync(fake, folder / f"engine-{i}") for i in range(2)]
         run, elapsed = min(syncs, key=lambda s: s[1])
+        if profile:
+            # A third, profiled engine run (engine thread only), kept out of the timed figures above.
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.runcall(engine_sync, fake, folder / "engine-profiled")
+            prof.dump_stats(profile)
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
     finally:
         fake.stop()
     rate = run["written"] / elapsed
@@ -292,13 +301,15 @@ def main() -> None:
     p.add_argument("--records", type=int, default=None)
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--part", choices=("all", "throughput", "page"), default="all")
+    p.add_argument("--profile", metavar="PATH", default=None,
+                   help="also run one extra engine sync under cProfile, write its stats to PATH and print the top")
     args = p.parse_args()
     records = args.records or (5_000 if args.quick else 100_000)
     runs = args.runs or (30_000 if args.quick else 1_000_000)
     with tempfile.TemporaryDirectory(prefix="castiel-bench-sync-") as tmp:
         folder = Path(tmp)
         if args.part in ("all", "throughput"):
-            bench_throughput(records, folder)
+            bench_throughput(records, folder, args.profile)
         if args.part in ("all", "page"):
             bench_page(300, runs, folder)
 

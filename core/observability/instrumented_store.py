@@ -74,10 +74,21 @@ class InstrumentedStore(DocumentStore):
             return None
 
     def __getattr__(self, name: str) -> Any:
-        # Backend-specific helpers (a path, a connection) stay reachable through the wrapper.
+        # Backend-specific helpers (a path, a connection) stay reachable through the wrapper; optional
+        # bulk reads are timed like the contract's calls. Looked up here rather than defined on the
+        # class so that ``getattr(store, name, None)`` still says None when the backend lacks one.
         if name.startswith("__") or name == "inner":
             raise AttributeError(name)
-        return getattr(self.inner, name)
+        attr = getattr(self.inner, name)
+        if name == "existing_fields":
+
+            def existing_fields(container: str, tenant_id: str, ids: Sequence[str], fields: Sequence[str]) -> Any:
+                detail = f"{len(ids)} ids, fields {', '.join(fields)}"
+                return self._timed("existing_fields", container, tenant_id, detail, attr, container, tenant_id, ids,
+                                   fields)
+
+            return existing_fields
+        return attr
 
     # schema and health pass straight through (not per-request work)
     def ensure_containers(self, specs: Sequence[ContainerSpec]) -> list[str]:

@@ -28,7 +28,8 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -93,6 +94,24 @@ class AutoPausePolicy:
     max_days: float = 4.0
 
 
+@dataclass
+class _PreparedPage:
+    """A page's records mapped to store documents, per container, and the ids it deletes."""
+
+    tenant_id: str
+    by_container: dict[str, dict[str, Doc]]
+    deletions: dict[str, set[str]]
+
+
+@dataclass
+class _PagePlan:
+    """What storing a page does: per container the changed documents, what is stored, the ids to delete."""
+
+    tenant_id: str
+    steps: list[tuple[str, list[Doc], dict[str, tuple[Any, ...]], list[str]]] = field(default_factory=list)
+    unchanged: int = 0
+
+
 class RunCancelled(Exception):
     """Raised inside a run when an operator cancelled it; the cursor stays at the last stored page."""
 
@@ -101,6 +120,22 @@ def record_id(prefix: str, connection_id: str, object_type: str, source_id: str)
     """Deterministic store id: the same vendor object always lands on the same document."""
     digest = hashlib.sha256(f"{connection_id}\x1f{object_type}\x1f{source_id}".encode()).hexdigest()[:32]
     return f"{prefix}-{digest}"
+
+
+class _RecordIds:
+    """``record_id`` for many records of one connection: the hash of the fixed prefix is taken once per type."""
+
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+        self._seeds: dict[str, Any] = {}
+
+    def __call__(self, prefix: str, object_type: str, source_id: str) -> str:
+        seed = self._seeds.get(object_type)
+        if seed is None:
+            seed = self._seeds[object_type] = hashlib.sha256(f"{self.connection_id}\x1f{object_type}\x1f".encode())
+        h = seed.copy()
+        h.update(source_id.encode())
+        return f"{prefix}-{h.hexdigest()[:32]}"
 
 
 def content_hash(data: Any) -> str:
@@ -130,14 +165,21 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _same_content(container: str, new: Doc, old: Doc | None) -> bool:
-    """Whether a stored record already holds this content (then it is neither rewritten nor re-announced)."""
+# The stored fields that decide whether a record changed; only these are read back, not whole bodies.
+# Comparing CRM ``data`` dicts is cheaper than hashing every CRM record on the way in.
+COMPARED_FIELDS: dict[str, tuple[str, ...]] = {CRM: ("data",), DOCUMENTS: ("contentHash", "title")}
+
+
+def _same_content(container: str, new: Doc, old: tuple[Any, ...] | None) -> bool:
+    """Whether a stored record (its ``COMPARED_FIELDS`` values) already holds this content.
+
+    Then it is neither rewritten nor re-announced to the embedding pipeline.
+    """
     if old is None:
         return False
     if container == DOCUMENTS:
-        return bool(old.get("contentHash") == new["contentHash"] and old.get("title") == new["title"])
-    # Comparing the dicts is cheaper than hashing every CRM record on the way in.
-    return bool(old.get("data") == new["data"])
+        return bool(old[0] == new["contentHash"] and old[1] == new["title"])
+    return bool(old[0] == new["data"])
 
 
 def _document_fields(rec: Any, conn: Doc) -> dict[str, Any]:
@@ -313,6 +355,7 @@ class SyncEngine:
         auto_pause: AutoPausePolicy | None = None,
         now: Callable[[], datetime] = clock.now,
         prefetch: bool = True,
+        overlap_writes: bool = True,
         stale_after_seconds: float = 180.0,
     ) -> None:
         self.store = store
@@ -324,9 +367,16 @@ class SyncEngine:
         self.auto_pause = auto_pause or AutoPausePolicy()
         self.now = now
         self.prefetch = prefetch
+        # Write page n on a helper thread while page n+1 is mapped to documents (SQLite and network
+        # writes release the GIL); page n's cursor still moves only once its write has returned.
+        self.overlap_writes = overlap_writes
         self.stale_after_seconds = stale_after_seconds
         # Bulk upsert is optional in the store contract; one transaction per page is far faster.
         self._upsert_many: Callable[[str, Sequence[Doc]], None] | None = getattr(store, "upsert_many", None)
+        # Optional too: reading back only the compared fields of a page's stored records in one query.
+        self._existing_fields: Callable[..., dict[str, tuple[Any, ...]]] | None = getattr(
+            store, "existing_fields", None
+        )
 
     # credentials -----------------------------------------------------------------------
     def credentials_of(self, conn: Doc) -> dict[str, Any]:
@@ -546,25 +596,64 @@ class SyncEngine:
         pages: Iterator[Any] = connector.read_pages(name, None if full else stream_state, full=full)
         prefetch = _Prefetch(pages) if self.prefetch else None
         source = iter(prefetch) if prefetch is not None else pages
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-write") if self.overlap_writes else None
+        # The page whose write is in flight: (page, its plan, the write's future).
+        pending: tuple[Any, _PagePlan, Future[None]] | None = None
+
+        def page_stored(page: Any, plan: _PagePlan) -> None:
+            nonlocal run
+            counts, samples = self._page_done(plan, name, page)
+            # The page is stored: now, and only now, its state may become the stream's cursor.
+            self._advance_cursor(tenant_id, conn["id"], name, page.next_state, counts["written"])
+            stats["cursorAfter"] = page.next_state
+            for k in ("read", "written", "skipped"):
+                stats[k] += counts[k]
+                attempt[k] += counts[k]
+            run = self._add_page_counts(tenant_id, run_id, name, stats, counts, samples, index, total)
+            if heartbeat is not None:
+                heartbeat(run["progress"])
+
+        def finish_pending() -> None:
+            nonlocal pending
+            if pending is not None:
+                done_page, done_plan, write = pending
+                pending = None
+                write.result()
+                page_stored(done_page, done_plan)
+
         try:
             for page in source:
+                try:
+                    # Mapping page n+1 overlaps page n's write; the page is not stored before n is done.
+                    prepared = self._prepare_page(conn, run_id, page)
+                finally:
+                    finish_pending()
                 if should_cancel is not None and should_cancel():
                     raise RunCancelled()
-                counts, samples = self._store_page(conn, run_id, name, page)
-                # The page is stored: now, and only now, its state may become the stream's cursor.
-                self._advance_cursor(tenant_id, conn["id"], name, page.next_state, counts["written"])
-                stats["cursorAfter"] = page.next_state
-                for k in ("read", "written", "skipped"):
-                    stats[k] += counts[k]
-                    attempt[k] += counts[k]
-                run = self._add_page_counts(tenant_id, run_id, name, stats, counts, samples, index, total)
-                if heartbeat is not None:
-                    heartbeat(run["progress"])
+                plan = self._plan_page(conn, prepared)
+                if writer is None:
+                    self._apply_page(plan)
+                    page_stored(page, plan)
+                else:
+                    pending = (page, plan, writer.submit(self._apply_page, plan))
+            finish_pending()
         except BaseException as e:
-            stats.update(status=FAILED, errorType=error_kind(e), error=error_text(e))
+            err: BaseException = e
+            if pending is not None:
+                # Reading page n+1 failed while page n was being written: finish page n first, as a
+                # run without overlap would have (its cursor moves); if its write failed, that is the error.
+                try:
+                    finish_pending()
+                except BaseException as write_error:  # noqa: BLE001 - reported instead, like before
+                    err = write_error
+            stats.update(status=FAILED, errorType=error_kind(err), error=error_text(err))
             self._set_stream_stats(tenant_id, run_id, name, stats)
-            raise
+            if err is e:
+                raise
+            raise err from e
         finally:
+            if writer is not None:
+                writer.shutdown(wait=True)
             if prefetch is not None:
                 prefetch.stop()
         stats["status"] = PARTIAL if stats["skipped"] else SUCCEEDED
@@ -627,19 +716,29 @@ class SyncEngine:
     def _store_page(
         self, conn: Doc, run_id: str, stream: str, page: Any
     ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Store one page's records, one step after the other (the overlapped loop runs the same steps)."""
+        plan = self._plan_page(conn, self._prepare_page(conn, run_id, page))
+        self._apply_page(plan)
+        return self._page_done(plan, stream, page)
+
+    def _prepare_page(self, conn: Doc, run_id: str, page: Any) -> _PreparedPage:
+        """The page's records as store documents: pure work, no store reads, so it may run ahead."""
         tenant_id, connection_id, provider = conn["tenantId"], conn["id"], conn["provider"]
         at = clock.iso(self.now())
         by_container: dict[str, dict[str, Doc]] = {CRM: {}, DOCUMENTS: {}}
         deletions: dict[str, set[str]] = {CRM: set(), DOCUMENTS: set()}
+        ids = _RecordIds(connection_id)
         for rec in page.records:
             is_doc = rec.object_type in DOCUMENT_TYPES
             container = DOCUMENTS if is_doc else CRM
-            doc_id = record_id("doc" if is_doc else "crm", connection_id, rec.object_type, str(rec.source_id))
+            source_id = str(rec.source_id)
+            doc_id = ids("doc" if is_doc else "crm", rec.object_type, source_id)
             if rec.deleted:
                 deletions[container].add(doc_id)
                 by_container[container].pop(doc_id, None)
                 continue
-            deletions[container].discard(doc_id)
+            if deletions[container]:
+                deletions[container].discard(doc_id)
             base = {
                 "id": doc_id,
                 "tenantId": tenant_id,
@@ -647,7 +746,7 @@ class SyncEngine:
                 "source": provider,
                 "stream": rec.stream,
                 "objectType": rec.object_type,
-                "sourceId": str(rec.source_id),
+                "sourceId": source_id,
                 "syncedAt": at,
                 "runId": run_id,
             }
@@ -660,42 +759,67 @@ class SyncEngine:
                 base["data"] = rec.data
                 base["updatedAt"] = rec.data.get("modifiedAt") or rec.cursor_value or at
             by_container[container][doc_id] = base
+        return _PreparedPage(tenant_id, by_container, deletions)
 
-        written = unchanged = deleted = 0
-        for container, docs in by_container.items():
-            if not docs and not deletions[container]:
+    def _plan_page(self, conn: Doc, prepared: _PreparedPage) -> _PagePlan:
+        """Read what is stored (after the previous page is committed) and keep only what changed."""
+        tenant_id = prepared.tenant_id
+        plan = _PagePlan(tenant_id)
+        for container, docs in prepared.by_container.items():
+            dels = prepared.deletions[container]
+            if not docs and not dels:
                 continue
-            existing = self._existing(container, tenant_id, list(docs) + list(deletions[container]))
+            existing = self._existing(container, tenant_id, list(docs) + list(dels))
             changed = [d for i, d in docs.items() if not _same_content(container, d, existing.get(i))]
-            unchanged += len(docs) - len(changed)
+            plan.unchanged += len(docs) - len(changed)
+            gone = [i for i in dels if i in existing]
+            plan.steps.append((container, changed, existing, gone))
+        return plan
+
+    def _apply_page(self, plan: _PagePlan) -> None:
+        """Write a page's changed records and deletions (on the writer thread when writes overlap)."""
+        for container, changed, existing, gone in plan.steps:
             if changed:
                 self._write(container, changed, existing)
-                written += len(changed)
-            gone = [i for i in deletions[container] if i in existing]
             for doc_id in gone:
                 try:
-                    self.store.delete(container, tenant_id, doc_id)
+                    self.store.delete(container, plan.tenant_id, doc_id)
                 except NotFound:
                     pass
+
+    def _page_done(
+        self, plan: _PagePlan, stream: str, page: Any
+    ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """After the page's writes are committed: announce changed documents and count."""
+        written = deleted = 0
+        for container, changed, _existing, gone in plan.steps:
+            written += len(changed)
             deleted += len(gone)
             if container == DOCUMENTS:
                 # After the write, so the embedding pipeline never sees a change it cannot read yet.
                 for d in changed:
-                    self.on_document_changed(tenant_id, d["id"], "upsert")
+                    self.on_document_changed(plan.tenant_id, d["id"], "upsert")
                 for doc_id in gone:
-                    self.on_document_changed(tenant_id, doc_id, "delete")
+                    self.on_document_changed(plan.tenant_id, doc_id, "delete")
         samples = [{"stream": stream, "sourceId": sid, "reason": str(reason)[:300]} for sid, reason in page.skipped]
-        counts = {"read": len(page.records) + len(page.skipped), "written": written, "unchanged": unchanged,
+        counts = {"read": len(page.records) + len(page.skipped), "written": written, "unchanged": plan.unchanged,
                   "deleted": deleted, "skipped": len(page.skipped)}
         return counts, samples[:MAX_SKIPPED_SAMPLES]
 
-    def _existing(self, container: str, tenant_id: str, ids: list[str]) -> dict[str, Doc]:
-        """The stored versions of a page's records (one query per 500 ids; none on a first sync)."""
-        out: dict[str, Doc] = {}
+    def _existing(self, container: str, tenant_id: str, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """id -> ``COMPARED_FIELDS`` values of those of a page's records that are already stored.
+
+        With a store that reads back single fields this is one query per page and no body is
+        parsed; otherwise one query per 500 ids for the whole documents.
+        """
+        fields = COMPARED_FIELDS[container]
+        if self._existing_fields is not None:
+            return self._existing_fields(container, tenant_id, ids, fields)
+        out: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             for d in self.store.query(container, tenant_id, [Cond("id", "in", chunk)]):
-                out[d["id"]] = d
+                out[d["id"]] = tuple(d.get(f) for f in fields)
         return out
 
     def _write(self, container: str, docs: list[Doc], existing: Mapping[str, Any]) -> None:
@@ -703,10 +827,8 @@ class SyncEngine:
 
         New records go in one ``create_many`` batch; if a concurrent writer created one of them
         first the batch is refused whole (``Conflict``) and everything falls back to upserts.
+        Changed records go in one ``upsert_many`` batch when the store has one.
         """
-        if self._upsert_many is not None:
-            self._upsert_many(container, docs)
-            return
         new = [d for d in docs if d["id"] not in existing]
         old = [d for d in docs if d["id"] in existing]
         if new:
@@ -714,6 +836,11 @@ class SyncEngine:
                 self.store.create_many(container, new)
             except Conflict:
                 old += new
+        if not old:
+            return
+        if self._upsert_many is not None:
+            self._upsert_many(container, old)
+            return
         for d in old:
             self.store.upsert(container, d)
 
