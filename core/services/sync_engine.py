@@ -936,6 +936,9 @@ class SyncEngine:
                 if status == PARTIAL:
                     doc.update(lastError=f"{run.get('skipped', 0)} malformed record(s) skipped", lastErrorType="data")
                 doc["recordsSynced"] = int(doc.get("recordsSynced") or 0) + int(run.get("written") or 0)
+                # A successful run (scheduled, user or webhook) counts as this interval's sync.
+                interval = float((doc.get("schedule") or {}).get("intervalSeconds") or 3600.0)
+                doc["nextDueAt"] = max(doc.get("nextDueAt") or "", clock.iso(now + timedelta(seconds=interval)))
             elif status == FAILED:
                 doc["consecutiveFailures"] = int(doc.get("consecutiveFailures") or 0) + 1
                 doc["failingSince"] = doc.get("failingSince") or at
