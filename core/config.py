@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     embedder: Literal["local", "openai"] = "local"
     embedding_model: str = "text-embedding-3-small"
     mlflow_tracking_uri: str | None = None
+    # Azure ML (issue 6): with all three set, training runs as command jobs and promotions deploy blue/green.
+    azureml_subscription_id: str | None = None
+    azureml_resource_group: str | None = None
+    azureml_workspace: str | None = None
+    azureml_compute: str = "cpu-cluster"
+    azureml_instance_type: str = "Standard_DS3_v2"
     # Alert notifications (issue 8): SMTP for email; CASTIEL_ALERT_CHANNELS lists fallback targets for
     # platform alerts as "email:ops@example.com slack:https://hooks.slack.com/..." (space or comma separated).
     smtp_host: str | None = None

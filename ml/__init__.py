@@ -1,0 +1,1 @@
+"""Machine learning for the console: synthetic CRM data, features, training, metrics, registry, drift, Azure ML."""
