@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ConfigError, Invalid, RateLimited, TransientError
+from core.observability.logging import get_tenant_id
+from core.observability.telemetry import timed
 
 # List prices, USD per million tokens (input, output). Unknown models report cost 0 and cost_known False.
 PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
@@ -166,39 +168,42 @@ class OpenAIChatClient(ChatClient):
             kwargs["max_tokens"] = max_tokens
         if json_mode:
             kwargs["response_format"] = {"type": "json_object"}
-        started = time.perf_counter()
-        try:
-            resp = self._client.chat.completions.create(**kwargs)
-        except openai.RateLimitError as e:
-            raise RateLimited(
-                f"the LLM endpoint is rate limiting ({_message(e)}); try again shortly", _retry_after(e)
-            ) from None
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-            raise ConfigError(
-                f"the LLM endpoint refused the credentials: {_message(e)}; check CASTIEL_LLM_API_KEY"
-            ) from None
-        except openai.NotFoundError as e:
-            raise ConfigError(
-                f"model or deployment {self.model!r} not found at {self.describe()}: {_message(e)}; "
-                "check CASTIEL_LLM_MODEL"
-            ) from None
-        except (openai.APITimeoutError, openai.APIConnectionError) as e:
-            raise TransientError(f"cannot reach the LLM endpoint {self.describe()}: {e}") from None
-        except openai.InternalServerError as e:
-            raise TransientError(f"the LLM endpoint failed ({_message(e)}); try again") from None
-        except openai.BadRequestError as e:
-            raise Invalid(f"the LLM endpoint refused the request: {_message(e)}") from None
-        except openai.APIStatusError as e:
-            raise TransientError(f"the LLM endpoint answered {e.status_code}: {_message(e)}") from None
-        latency_ms = (time.perf_counter() - started) * 1000
-        choice = resp.choices[0] if resp.choices else None
-        text = (choice.message.content if choice and choice.message else None) or ""
-        usage = resp.usage
-        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ct = int(getattr(usage, "completion_tokens", 0) or 0)
-        model = str(resp.model or self.model)
-        cost, known = estimate_cost(self.model if self.azure else model, pt, ct)
-        return ChatResult(text, pt, ct, latency_ms, cost, model, known)
+        # Timed as an LLM call for the tenant whose work this is (bound by the page run or the worker's job).
+        with timed("llm.chat", get_tenant_id(), kind="llm") as t:
+            started = time.perf_counter()
+            try:
+                resp = self._client.chat.completions.create(**kwargs)
+            except openai.RateLimitError as e:
+                raise RateLimited(
+                    f"the LLM endpoint is rate limiting ({_message(e)}); try again shortly", _retry_after(e)
+                ) from None
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+                raise ConfigError(
+                    f"the LLM endpoint refused the credentials: {_message(e)}; check CASTIEL_LLM_API_KEY"
+                ) from None
+            except openai.NotFoundError as e:
+                raise ConfigError(
+                    f"model or deployment {self.model!r} not found at {self.describe()}: {_message(e)}; "
+                    "check CASTIEL_LLM_MODEL"
+                ) from None
+            except (openai.APITimeoutError, openai.APIConnectionError) as e:
+                raise TransientError(f"cannot reach the LLM endpoint {self.describe()}: {e}") from None
+            except openai.InternalServerError as e:
+                raise TransientError(f"the LLM endpoint failed ({_message(e)}); try again") from None
+            except openai.BadRequestError as e:
+                raise Invalid(f"the LLM endpoint refused the request: {_message(e)}") from None
+            except openai.APIStatusError as e:
+                raise TransientError(f"the LLM endpoint answered {e.status_code}: {_message(e)}") from None
+            latency_ms = (time.perf_counter() - started) * 1000
+            choice = resp.choices[0] if resp.choices else None
+            text = (choice.message.content if choice and choice.message else None) or ""
+            usage = resp.usage
+            pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+            ct = int(getattr(usage, "completion_tokens", 0) or 0)
+            model = str(resp.model or self.model)
+            t.model, t.tokens_in, t.tokens_out = model, pt, ct  # feeds cost per tenant and model
+            cost, known = estimate_cost(self.model if self.azure else model, pt, ct)
+            return ChatResult(text, pt, ct, latency_ms, cost, model, known)
 
 
 def _message(e: Any) -> str:

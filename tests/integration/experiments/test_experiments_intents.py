@@ -165,3 +165,29 @@ def test_evaluation_job_runs_in_the_worker_handler(seeded: Services, admin: Prin
     no_llm = build(seeded.settings, store=seeded.store)
     with pytest.raises(Invalid, match="No LLM is configured"):
         evaluate_prompt_version(TaskContext(no_llm, job, "w1"))
+
+
+def test_chat_calls_are_recorded_as_llm_telemetry_for_the_bound_tenant(llm: OpenAIFakeServer, tmp_path) -> None:
+    """Cost per tenant counts chat calls: each one lands in the telemetry rollups with model and tokens."""
+    from datetime import timedelta
+
+    from core import clock
+    from core.adapters.sqlite_store import SqliteStore
+    from core.observability import telemetry
+    from core.observability.logging import bind
+    from core.schema import CONTAINERS
+
+    store = SqliteStore(tmp_path / "t.db")
+    store.ensure_containers(CONTAINERS)
+    recorder = telemetry.Recorder(store)
+    previous = telemetry.install(recorder)
+    try:
+        with bind(tenant_id="acme"):
+            out = _client(llm).chat([{"role": "user", "content": "hello there"}])
+        recorder.flush()
+    finally:
+        telemetry.install(previous)
+    rows = telemetry.read_rollups(store, "acme", grain="hour", since=clock.now() - timedelta(hours=2), kind="llm")
+    assert [r["operation"] for r in rows] == ["llm.chat"]
+    usage = rows[0]["models"][out.model]
+    assert (usage["calls"], usage["tokensIn"], usage["tokensOut"]) == (1, out.prompt_tokens, out.completion_tokens)
