@@ -167,7 +167,8 @@ def test_auto_pause_after_days_of_failure(env: Env, monkeypatch: pytest.MonkeyPa
 
 def test_refreshed_tokens_are_stored_encrypted_and_forecast(env: Env) -> None:
     env.script["rows"] = {"accounts": rows("A", 1)}
-    env.script["refresh"] = {"access_token": "new-access", "refresh_token": "r1", "expires_at": 1_900_000_000}
+    env.script["refresh"] = {"access_token": "new-access", "refresh_token": "refresh-token-plaintext-r1",
+                             "expires_at": 1_900_000_000}
     issued = clock.iso(clock.now() - timedelta(days=88))
     env.script["token_info"] = {"auth": "oauth2_refresh", "access_token_expires_at": clock.iso_in(3600),
                                 "refresh_token_issued_at": issued, "refresh_token_lifetime_days": 90,
@@ -175,8 +176,8 @@ def test_refreshed_tokens_are_stored_encrypted_and_forecast(env: Env) -> None:
     conn = env.connection(enabled_streams=["accounts"])
     env.sync(conn)
     c = env.conn(conn["id"])
-    assert "r1" not in c["credentialsSealed"] and "new-access" not in json.dumps(c)
-    assert json.loads(env.box.open(c["credentialsSealed"]))["refresh_token"] == "r1"
+    assert "refresh-token-plaintext" not in json.dumps(c) and "new-access" not in json.dumps(c)
+    assert json.loads(env.box.open(c["credentialsSealed"]))["refresh_token"] == "refresh-token-plaintext-r1"
     assert c["token"]["refreshExpiresAt"] > clock.iso()
     h = compute_health(c)
     assert h.status == "needs_reauth" and "refresh token expires in 1 d" in h.explanation
