@@ -36,6 +36,22 @@ def stats_id(source: str) -> str:
     return f"stats:{source}"
 
 
+def state_with_prefix(store: DocumentStore, tenant_id: str, prefix: str, kind: str) -> list[Doc]:
+    """The tenant's ``pipeline_state`` rows whose id starts with ``prefix`` (and whose kind is ``kind``).
+
+    The container also holds one state row per document (two million chunks make about 100,000 of
+    them) and has no index on ``kind``; an id range is a primary-key range scan in every backend, so
+    the screen's few counters cost the same at any corpus size.
+    """
+    rows = store.query(STATE, tenant_id, [Cond("id", ">=", prefix), Cond("id", "<", prefix + "\U0010ffff")])
+    return [r for r in rows if r.get("kind") == kind]
+
+
+def stats_rows(store: DocumentStore, tenant_id: str) -> list[Doc]:
+    """Per-source counters (``stats:<source>``)."""
+    return state_with_prefix(store, tenant_id, "stats:", "stats")
+
+
 def record_document_change(
     store: DocumentStore,
     tenant_id: str,
@@ -88,7 +104,14 @@ def read_checkpoint(store: DocumentStore, tenant_id: str) -> int:
 
 
 def pending_changes(store: DocumentStore, tenant_id: str, after_seq: int, limit: int) -> list[Doc]:
-    return store.query(CHANGES, tenant_id, [Cond("seq", ">", after_seq)], order_by="seq", limit=limit)
+    """Changes after ``after_seq`` in order, at most ``limit``.
+
+    Read by id range: ids are the zero-padded sequence numbers, so id order is seq order, and a
+    primary-key range stays fast however many changes a tenant has (SQLite prefers the tenant's
+    primary key over the ``seq`` index and would sort every change of the tenant otherwise).
+    """
+    return store.query(CHANGES, tenant_id, [Cond("id", ">", change_id(after_seq)), Cond("id", "<", "d")],
+                       order_by="id", limit=limit)
 
 
 def contiguous_prefix(changes: list[Doc], checkpoint: int, now: datetime,
@@ -110,7 +133,7 @@ def contiguous_prefix(changes: list[Doc], checkpoint: int, now: datetime,
 def backlog_oldest(store: DocumentStore, tenant_id: str) -> Doc | None:
     """The oldest change not yet passed by the checkpoint, or the oldest failed one due for retry."""
     cp = read_checkpoint(store, tenant_id)
-    rows = store.query(CHANGES, tenant_id, [Cond("seq", ">", cp)], order_by="seq", limit=1)
+    rows = pending_changes(store, tenant_id, cp, 1)
     return rows[0] if rows else None
 
 

@@ -9,6 +9,7 @@ Retryable failures raise ``TransientError``/``RateLimited``; anything else is a 
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(v / norms, dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=64)  # called for every chunk id; a handful of distinct models
 def model_slug(model_key: str) -> str:
     """A model key made safe for ids and file names."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in model_key)

@@ -3,9 +3,14 @@
 Why partitions: a tenant+project filter, the playground's and RAG's normal query, then touches only
 that partition's vectors, so filtering costs nothing and exact search stays exact for small
 projects (2,000 vectors take well under a millisecond). A partition that grows past
-``ann_threshold`` also gets an HNSW graph (usearch, f16 storage, inner product on unit vectors):
-exact search over a million 256-d rows costs tens of milliseconds, the graph well under one.
-Unfiltered and tenant-wide queries fan out over the partitions and merge the top-k.
+``ann_threshold`` (4,096 rows) also gets an HNSW graph (usearch, f16 storage, inner product on unit
+vectors): exact search over a million 256-d rows costs tens of milliseconds, the graph well under one.
+A query for one tenant+project still scans exactly below ``exact_below`` (20,000 rows, about a
+millisecond, perfect recall). Unfiltered and tenant-wide queries fan out over the partitions and
+merge the top-k; there every partition with a graph uses it (scanning a dozen mid-size partitions
+exactly reads 70 MB per query at 100k rows), and the small ones left are scanned single-threaded
+(multi-threaded BLAS on many small mat-vecs stalled for milliseconds per call on a busy machine;
+that, not the arithmetic, made an unfiltered query over 100k rows take 80-290 ms at p95).
 
 Vectors are kept as float32 rows per partition; deletes mark rows dead (and remove the key from
 the graph) and a partition compacts itself when a third of its rows are dead. ``save`` writes
@@ -30,7 +35,8 @@ import numpy as np
 
 from core.errors import Invalid
 
-DEFAULT_ANN_THRESHOLD = 20_000
+DEFAULT_ANN_THRESHOLD = 4_096
+DEFAULT_EXACT_BELOW = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +73,12 @@ class Partition:
     """Vectors of one tenant+project: rows, ids, per-row document and source, optional HNSW graph."""
 
     def __init__(self, tenant_id: str, project: str, dim: int, ann_threshold: int = DEFAULT_ANN_THRESHOLD,
-                 ann_params: AnnParams | None = None) -> None:
+                 ann_params: AnnParams | None = None, exact_below: int = DEFAULT_EXACT_BELOW) -> None:
         self.tenant_id = tenant_id
         self.project = project
         self.dim = dim
         self.ann_threshold = ann_threshold
+        self.exact_below = exact_below
         self.ann_params = ann_params or AnnParams()
         self.version = 0
         self.dirty = False
@@ -226,21 +233,27 @@ class Partition:
         self.ann = ann
 
     # reads ------------------------------------------------------------------------------
-    def search(self, query: np.ndarray, k: int, source: str | None = None, exact: bool = False) -> list[Hit]:
+    def search(self, query: np.ndarray, k: int, source: str | None = None, exact: bool = False,
+               fan_out: bool = False) -> list[Hit]:
+        """Top-k of this partition; ``fan_out`` (one of many partitions searched) uses the graph at any size."""
         with self._lock:
             if len(self) == 0 or k <= 0:
                 return []
-            if self.ann is not None and not exact:
+            if self.ann is not None and not exact and (fan_out or len(self) >= self.exact_below):
                 hits = self._search_ann(query, k, source)
                 if hits is not None:
                     return hits
-            return self._search_exact(query, k, source)
+            return self._search_exact(query, k, source, single_thread=fan_out)
 
     def _hit(self, s: int, score: float) -> Hit:
         return Hit(self.ids[s], float(score), self.tenant_id, self.project, self.doc_ids[s], self.sources[s])
 
-    def _search_exact(self, query: np.ndarray, k: int, source: str | None) -> list[Hit]:
-        scores = self._vectors[: self._n] @ query
+    def _search_exact(self, query: np.ndarray, k: int, source: str | None, single_thread: bool = False) -> list[Hit]:
+        rows = self._vectors[: self._n]
+        # A fan-out scans many small partitions one after another; BLAS would split each small
+        # mat-vec across threads, and on a busy machine waiting for a descheduled helper thread
+        # costs milliseconds per call. einsum's single-threaded SIMD loop has no such stalls.
+        scores = np.einsum("ij,j->i", rows, query) if single_thread else rows @ query
         mask = ~self.alive[: self._n]
         if source is not None:
             code = self.vocab.get(source, -1)
@@ -292,9 +305,9 @@ class Partition:
 
     @classmethod
     def load(cls, folder: Path, ann_threshold: int = DEFAULT_ANN_THRESHOLD,
-             ann_params: AnnParams | None = None) -> Partition:
+             ann_params: AnnParams | None = None, exact_below: int = DEFAULT_EXACT_BELOW) -> Partition:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        part = cls(meta["tenantId"], meta["project"], int(meta["dim"]), ann_threshold, ann_params)
+        part = cls(meta["tenantId"], meta["project"], int(meta["dim"]), ann_threshold, ann_params, exact_below)
         vectors = np.load(folder / "vectors.npy", mmap_mode="r")
         part._set_rows(vectors, list(meta["ids"]), list(meta["documentIds"]), list(meta["sources"]))
         part.version = int(meta["version"])
@@ -333,10 +346,11 @@ class VectorIndex:
     """All partitions of one embedding model; searches with tenant / project / source filters."""
 
     def __init__(self, dim: int, root: Path | None = None, ann_threshold: int = DEFAULT_ANN_THRESHOLD,
-                 ann_params: AnnParams | None = None) -> None:
+                 ann_params: AnnParams | None = None, exact_below: int = DEFAULT_EXACT_BELOW) -> None:
         self.dim = dim
         self.root = root
         self.ann_threshold = ann_threshold
+        self.exact_below = exact_below
         self.ann_params = ann_params or AnnParams()
         self._parts: dict[tuple[str, str], Partition] = {}
         self._lock = threading.RLock()
@@ -354,7 +368,8 @@ class VectorIndex:
             key = (tenant_id, project)
             part = self._parts.get(key)
             if part is None:
-                part = Partition(tenant_id, project, self.dim, self.ann_threshold, self.ann_params)
+                part = Partition(tenant_id, project, self.dim, self.ann_threshold, self.ann_params,
+                                 self.exact_below)
                 self._parts[key] = part
             return part
 
@@ -395,7 +410,7 @@ class VectorIndex:
             return part.search(q, k, source, exact) if part else []
         parts = [p for (t, pr), p in list(self._parts.items())
                  if (tenant_id is None or t == tenant_id) and (project is None or pr == project)]
-        hits = [h for p in parts for h in p.search(q, k, source, exact)]
+        hits = [h for p in parts for h in p.search(q, k, source, exact, fan_out=True)]
         hits.sort(key=lambda h: -h.score)
         return hits[:k]
 
@@ -417,6 +432,6 @@ class VectorIndex:
         """Map every saved partition under ``root``; returns how many were loaded."""
         n = 0
         for folder in self.saved_folders():
-            self.put(Partition.load(folder, self.ann_threshold, self.ann_params))
+            self.put(Partition.load(folder, self.ann_threshold, self.ann_params, self.exact_below))
             n += 1
         return n

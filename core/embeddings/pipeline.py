@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,7 @@ from core.embeddings.changes import (
     pending_changes,
     read_checkpoint,
     stats_id,
+    stats_rows,
 )
 from core.embeddings.chunking import Chunk, ChunkingConfig, iter_chunks
 from core.embeddings.embedder import Embedder, model_slug
@@ -60,6 +63,7 @@ ROLLUPS = "rollups"
 ROLLUP_KIND = "embeddings"
 BUCKET_MINUTES = 5
 DEFAULT_MAX_ATTEMPTS = 5
+PREFETCH = 100  # documents read per query while chunking (bounded, since a document may be large)
 
 
 def encode_vector(v: np.ndarray) -> str:
@@ -142,6 +146,7 @@ class _DocWork:
     new_doc: dict[str, bool] = field(default_factory=dict)
     error: str | None = None
     done_chunking: bool = False
+    prefetched: bool = False
     outcome: str = ""  # embedded | empty | deleted | unchanged | failed
 
 
@@ -152,6 +157,19 @@ class _Pending:
     chunk: Chunk
     hash: str
     vector: np.ndarray | None
+
+
+@dataclass
+class _Batch:
+    """One embedding batch: its chunks per model, those that needed the embedder, the embedding futures."""
+
+    by_model: dict[str, list[_Pending]] = field(default_factory=dict)
+    need: dict[str, list[_Pending]] = field(default_factory=dict)
+    futures: list[Future[None]] = field(default_factory=list)
+
+    def wait(self) -> None:
+        for f in self.futures:
+            f.result()  # _embed records per-document failures itself; anything else is a bug and surfaces
 
 
 def _vec(p: _Pending) -> np.ndarray:
@@ -195,6 +213,9 @@ class EmbeddingPipeline:
         self.sleep = sleep
         # telemetry hook: (tenant, model, texts, tokens, ms, ok)
         self.on_embed = on_embed
+        # The writer thread and this thread (deletes, stale chunks) both bump partition versions; one
+        # at a time, so a bump by this process is never mistaken for another worker's (see _bump_version).
+        self._partition_lock = threading.RLock()
 
     # tenant lease -------------------------------------------------------------------------
     def _acquire(self, tenant_id: str) -> bool:
@@ -272,10 +293,39 @@ class EmbeddingPipeline:
     # processing -------------------------------------------------------------------------
     def _process(self, tenant_id: str, cfg: TenantConfig, models: list[str], works: list[_DocWork],
                  result: CycleResult, heartbeat: Callable[[str], None] | None) -> None:
+        # Three stages overlap: this thread reads and chunks documents, one thread embeds batch N,
+        # another writes batch N-1 (chunk rows, index rows). The embedder (Rust tokenizer, numpy
+        # pooling, or an HTTP call) and SQLite release the GIL, so chunking and store writes no longer
+        # add to the embedder's time. At most one batch embeds at a time, and a batch's failures are
+        # known before the next batch is filtered and submitted; writes run in batch order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-write") as writer:
+            self._process_batches(tenant_id, cfg, models, works, result, heartbeat, pool, writer)
+
+    def _process_batches(self, tenant_id: str, cfg: TenantConfig, models: list[str], works: list[_DocWork],
+                         result: CycleResult, heartbeat: Callable[[str], None] | None,
+                         pool: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
         pending: list[_Pending] = []
         to_embed = 0
         touched: set[tuple[str, str]] = set()
+        inflight: _Batch | None = None
+        writes: list[Future[None]] = []
+
+        def flush(batch: list[_Pending]) -> None:
+            nonlocal inflight
+            if inflight is not None:
+                inflight.wait()
+            nxt = self._start_batch(tenant_id, batch, pool)  # filters out documents the last batch failed
+            if inflight is not None:
+                writes.append(writer.submit(self._write_batch, tenant_id, inflight, result, touched))
+            inflight = nxt
+
         for i, w in enumerate(works):
+            if i % PREFETCH == 0:
+                try:
+                    self._prefetch(tenant_id, works[i : i + PREFETCH])
+                except CastielError as e:  # read them one by one instead, so a failure stays with its document
+                    log.warning("prefetching %d documents failed (%s)", len(works[i : i + PREFETCH]), e)
             try:
                 chunks = self._prepare(tenant_id, cfg, models, w, touched)
             except CastielError as e:
@@ -295,7 +345,7 @@ class EmbeddingPipeline:
                     if vec is None:
                         to_embed += 1
                     if to_embed >= self.batch_size:
-                        self._flush(tenant_id, pending, result, touched)
+                        flush(pending)
                         pending, to_embed = [], 0
                 w.done_chunking = True
             except CastielError as e:
@@ -303,21 +353,37 @@ class EmbeddingPipeline:
                 pending = [p for p in pending if p.work is not w]
             if heartbeat and i % 200 == 0:
                 heartbeat(f"{i} of {len(works)} documents")
-        self._flush(tenant_id, pending, result, touched)
+        flush(pending)
+        flush([])
+        for f in writes:
+            f.result()  # every chunk is stored before any document's state is
         for w in works:
             if w.error is None and w.done_chunking and not w.outcome:
                 self._complete_document(tenant_id, w, models)
         for model in {pm.split("\x00", 1)[0] for _, pm in touched}:
             self.indexes.index(model).save()
 
+    def _prefetch(self, tenant_id: str, works: list[_DocWork]) -> None:
+        """Read the next documents and their states in two queries instead of two reads per document."""
+        states = self.store.query(STATE, tenant_id, [Cond("id", "in", [docstate_id(w.document_id) for w in works])])
+        by_state = {r["id"]: r for r in states}
+        wanted = [w.document_id for w in works if w.op != "delete"]
+        docs = self.store.query(DOCUMENTS, tenant_id, [Cond("id", "in", wanted)]) if wanted else []
+        by_doc = {r["id"]: r for r in docs}
+        for w in works:
+            w.state = by_state.get(docstate_id(w.document_id))
+            w.doc = None if w.op == "delete" else by_doc.get(w.document_id)
+            w.prefetched = True
+
     def _prepare(self, tenant_id: str, cfg: TenantConfig, models: list[str], w: _DocWork,
                  touched: set[tuple[str, str]]) -> Iterator[tuple[str, Chunk]] | None:
-        w.state = self.store.get_or_none(STATE, tenant_id, docstate_id(w.document_id))
+        if not w.prefetched:
+            w.state = self.store.get_or_none(STATE, tenant_id, docstate_id(w.document_id))
+            w.doc = None if w.op == "delete" else self.store.get_or_none(DOCUMENTS, tenant_id, w.document_id)
         if w.state:
             w.project = w.project or w.state.get("project") or ""
             if w.source == UNKNOWN_SOURCE:
                 w.source = w.state.get("source") or UNKNOWN_SOURCE
-        w.doc = None if w.op == "delete" else self.store.get_or_none(DOCUMENTS, tenant_id, w.document_id)
         if w.doc is None:
             self._delete_document(tenant_id, w, touched)
             return None
@@ -355,18 +421,24 @@ class EmbeddingPipeline:
 
         return gen()
 
-    def _flush(self, tenant_id: str, pending: list[_Pending], result: CycleResult,
-               touched: set[tuple[str, str]]) -> None:
-        pending = [p for p in pending if p.work.error is None]
-        if not pending:
-            return
-        by_model: dict[str, list[_Pending]] = {}
+    def _start_batch(self, tenant_id: str, pending: list[_Pending], pool: ThreadPoolExecutor) -> _Batch:
+        """Group a batch by model and hand the chunks without a vector to the embedding thread."""
+        batch = _Batch()
         for p in pending:
-            by_model.setdefault(p.model, []).append(p)
-        for model, items in by_model.items():
+            if p.work.error is None:
+                batch.by_model.setdefault(p.model, []).append(p)
+        for model, items in batch.by_model.items():
             need = [p for p in items if p.vector is None]
+            batch.need[model] = need
             if need:
-                self._embed(tenant_id, model, need)
+                batch.futures.append(pool.submit(self._embed, tenant_id, model, need))
+        return batch
+
+    def _write_batch(self, tenant_id: str, batch: _Batch, result: CycleResult,
+                     touched: set[tuple[str, str]]) -> None:
+        batch.wait()
+        for model, items in batch.by_model.items():
+            need = batch.need[model]
             ok = [p for p in items if p.work.error is None and p.vector is not None]
             result.chunks_embedded += sum(1 for p in need if p.vector is not None and p.work.error is None)
             result.chunks_reused += len(items) - len(need)
@@ -432,35 +504,40 @@ class EmbeddingPipeline:
         for p in items:
             by_partition.setdefault(p.work.project, []).append(p)
         for project, group in by_partition.items():
-            part = self._partition_for_write(tenant_id, project, model)
-            # Version first: a crash after this leaves the saved index older than the store (rebuilt).
-            self._bump_version(tenant_id, model, project, part)
-            docs_new: list[Doc] = []
-            docs_old: list[Doc] = []
-            for p in group:
-                w, c = p.work, p.chunk
-                d = {
-                    "id": chunk_id(w.document_id, model, c.ord), "tenantId": tenant_id, "documentId": w.document_id,
-                    "project": project, "source": w.source, "connectionId": (w.doc or {}).get("connectionId"),
-                    "title": (w.doc or {}).get("title") or w.document_id, "ord": c.ord, "text": c.text,
-                    "tokens": c.tokens, "start": c.start, "end": c.end, "hash": p.hash,
-                    "docFingerprint": w.fingerprint, "model": model, "vector": encode_vector(_vec(p)),
-                    "embeddedAt": at,
-                }
-                (docs_new if w.new_doc.get(model) else docs_old).append(d)
-                w.chunk_counts[model] = max(w.chunk_counts[model], c.ord + 1)
-                w.tokens[model] += c.tokens
-            if docs_new:
-                try:
-                    self.store.create_many(CHUNKS, docs_new)
-                except Conflict:  # a retry after a crash: some ids exist already
-                    docs_old += docs_new
-            for d in docs_old:
-                self.store.upsert(CHUNKS, d)
-            part.upsert([chunk_id(p.work.document_id, model, p.chunk.ord) for p in group],
-                        np.stack([_vec(p) for p in group]), [p.work.document_id for p in group],
-                        [p.work.source for p in group])
-            touched.add((tenant_id, f"{model}\x00{project}"))
+            with self._partition_lock:
+                self._write_partition(tenant_id, model, project, group, at, touched)
+
+    def _write_partition(self, tenant_id: str, model: str, project: str, group: list[_Pending], at: str,
+                         touched: set[tuple[str, str]]) -> None:
+        part = self._partition_for_write(tenant_id, project, model)
+        # Version first: a crash after this leaves the saved index older than the store (rebuilt).
+        self._bump_version(tenant_id, model, project, part)
+        docs_new: list[Doc] = []
+        docs_old: list[Doc] = []
+        for p in group:
+            w, c = p.work, p.chunk
+            d = {
+                "id": chunk_id(w.document_id, model, c.ord), "tenantId": tenant_id, "documentId": w.document_id,
+                "project": project, "source": w.source, "connectionId": (w.doc or {}).get("connectionId"),
+                "title": (w.doc or {}).get("title") or w.document_id, "ord": c.ord, "text": c.text,
+                "tokens": c.tokens, "start": c.start, "end": c.end, "hash": p.hash,
+                "docFingerprint": w.fingerprint, "model": model, "vector": encode_vector(_vec(p)),
+                "embeddedAt": at,
+            }
+            (docs_new if w.new_doc.get(model) else docs_old).append(d)
+            w.chunk_counts[model] = max(w.chunk_counts[model], c.ord + 1)
+            w.tokens[model] += c.tokens
+        if docs_new:
+            try:
+                self.store.create_many(CHUNKS, docs_new)
+            except Conflict:  # a retry after a crash: some ids exist already
+                docs_old += docs_new
+        if docs_old:
+            self.store.upsert_many(CHUNKS, docs_old)
+        part.upsert([chunk_id(p.work.document_id, model, p.chunk.ord) for p in group],
+                    np.stack([_vec(p) for p in group]), [p.work.document_id for p in group],
+                    [p.work.source for p in group])
+        touched.add((tenant_id, f"{model}\x00{project}"))
 
     def _complete_document(self, tenant_id: str, w: _DocWork, models: list[str]) -> None:
         for m in w.models:
@@ -472,9 +549,10 @@ class EmbeddingPipeline:
                         self.store.delete(CHUNKS, tenant_id, cid)
                     except CastielError:
                         pass
-                part = self._partition_for_write(tenant_id, w.project, m)
-                self._bump_version(tenant_id, m, w.project, part)
-                part.remove(stale)
+                with self._partition_lock:
+                    part = self._partition_for_write(tenant_id, w.project, m)
+                    self._bump_version(tenant_id, m, w.project, part)
+                    part.remove(stale)
         w.outcome = "embedded" if any(w.chunk_counts[m] for m in w.models) else "empty"
 
     def _partition_for_write(self, tenant_id: str, project: str, model: str) -> Partition:
@@ -482,6 +560,7 @@ class EmbeddingPipeline:
         return part if part is not None else self.indexes.index(model).partition(tenant_id, project)
 
     def _bump_version(self, tenant_id: str, model: str, project: str, part: Partition) -> None:
+        """Callers hold ``_partition_lock`` from the bump until the partition's rows are changed."""
         before = part.version
         ver = int(self.store.increment(STATE, tenant_id, index_version_id(model, project), {"version": 1},
                                        base={"kind": "index", "model": model, "project": project})["version"])
@@ -495,15 +574,16 @@ class EmbeddingPipeline:
         for r in rows:
             by_model.setdefault((r["model"], r.get("project") or ""), []).append(r["id"])
         for (model, project), ids in by_model.items():
-            part = self._partition_for_write(tenant_id, project, model)
-            self._bump_version(tenant_id, model, project, part)
-            for cid in ids:
-                try:
-                    self.store.delete(CHUNKS, tenant_id, cid)
-                except CastielError:
-                    pass
-            part.remove(ids)
-            touched.add((tenant_id, f"{model}\x00{project}"))
+            with self._partition_lock:
+                part = self._partition_for_write(tenant_id, project, model)
+                self._bump_version(tenant_id, model, project, part)
+                for cid in ids:
+                    try:
+                        self.store.delete(CHUNKS, tenant_id, cid)
+                    except CastielError:
+                        pass
+                part.remove(ids)
+                touched.add((tenant_id, f"{model}\x00{project}"))
         if not keep_state:
             w.outcome = "deleted"
 
@@ -528,6 +608,7 @@ class EmbeddingPipeline:
                 d(source)[key] = d(source).get(key, 0) + v
 
         by_doc = {w.document_id: w for w in works}
+        states: list[Doc] = []  # written together after the loop: one batched write instead of one per document
         for w in works:
             old = w.state or {}
             old_status = old.get("status")
@@ -585,7 +666,9 @@ class EmbeddingPipeline:
                 except CastielError:
                     pass
             else:
-                self.store.upsert(STATE, {"id": docstate_id(w.document_id), "tenantId": tenant_id, **state})
+                states.append({"id": docstate_id(w.document_id), "tenantId": tenant_id, **state})
+        if states:
+            self.store.upsert_many(STATE, states)
         # change records: failures get a retry time or the dead letter; retried ones that passed close
         for c in fresh + due:
             owner = by_doc.get(c["documentId"])
@@ -633,7 +716,7 @@ class EmbeddingPipeline:
                                       "seq": new_cp, "at": at})
             result.checkpoint = new_cp
         bucket = bucket_of(now)
-        stats = self.store.query(STATE, tenant_id, [Cond("kind", "=", "stats")])
+        stats = stats_rows(self.store, tenant_id)
         backlog = sum(max(0, int(x.get("recorded") or 0) - int(x.get("completed") or 0)) for x in stats)
         counts = {"processed": result.documents - result.failed, "failed": result.failed,
                   "chunks": result.chunks_embedded, "reused": result.chunks_reused, "cycles": 1}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.adapters.store import Cond, DocumentStore
-from core.embeddings.changes import CHUNKS, STATE
+from core.embeddings.changes import CHUNKS, STATE, state_with_prefix
 from core.embeddings.embedder import model_slug
 from core.embeddings.index import DEFAULT_ANN_THRESHOLD, AnnParams, Partition, VectorIndex
 from core.embeddings.pipeline import decode_vector, index_version_id
@@ -51,7 +51,9 @@ class IndexManager:
         return int(doc["version"]) if doc else 0
 
     def projects(self, tenant_id: str, model_key: str) -> list[str]:
-        rows = self.store.query(STATE, tenant_id, [Cond("kind", "=", "index"), Cond("model", "=", model_key)])
+        # index:<model>:<project> rows, by id range (the container has no index on kind)
+        rows = state_with_prefix(self.store, tenant_id, f"index:{model_slug(model_key)}:", "index")
+        rows = [r for r in rows if r.get("model") == model_key]
         return sorted({r["project"] for r in rows})
 
     def fresh(self, tenant_id: str, project: str, model_key: str) -> Partition | None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from core import clock
 from core.adapters.store import Cond, Doc, DocumentStore
-from core.embeddings.changes import CHANGES, CHUNKS, STATE, backlog_oldest, record_document_change
+from core.embeddings.changes import CHANGES, CHUNKS, STATE, backlog_oldest, record_document_change, stats_rows
 from core.embeddings.chunking import ChunkingConfig
 from core.embeddings.context import AssembledContext, RetrievedChunk, assemble_context
 from core.embeddings.embedder import Embedder
@@ -276,7 +276,7 @@ class EmbeddingsService:
     # statistics -------------------------------------------------------------------------
     def source_stats(self, principal: Principal, tenant_id: str) -> list[SourceStats]:
         require(principal, tenant_id, VIEW_ROLES)
-        rows = self.store.query(STATE, tenant_id, [Cond("kind", "=", "stats")])
+        rows = stats_rows(self.store, tenant_id)
         out = []
         for r in rows:
             out.append(SourceStats(
@@ -335,8 +335,11 @@ class EmbeddingsService:
 
     def failed_items(self, principal: Principal, tenant_id: str, limit: int = 200) -> list[Doc]:
         require(principal, tenant_id, VIEW_ROLES)
-        rows = self.store.query(CHANGES, tenant_id, [Cond("status", "in", ["failed", "dead"])], order_by="seq",
-                                descending=True, limit=limit)
+        # one query per status: with an equality on status SQLite walks the (status, seq) index in order;
+        # with "in" it sorts every change of the tenant instead
+        rows = [r for status in ("failed", "dead") for r in self.store.query(
+            CHANGES, tenant_id, [Cond("status", "=", status)], order_by="seq", descending=True, limit=limit)]
+        rows = sorted(rows, key=lambda r: -int(r.get("seq") or 0))[:limit]
         return [{k: r.get(k) for k in ("id", "seq", "documentId", "source", "project", "status", "attempts", "error",
                                         "failedAt", "nextAttemptAt", "createdAt")} for r in rows]
 
@@ -507,7 +510,7 @@ class EmbeddingsService:
                 self.store.delete(STATE, tenant_id, index_version_id(model, project))
             except NotFound:
                 pass
-        for s in self.store.query(STATE, tenant_id, [Cond("kind", "=", "stats")]):
+        for s in stats_rows(self.store, tenant_id):
             mix = {k: v for k, v in (s.get("modelMix") or {}).items() if k != model}
             self.store.upsert(STATE, {**{k: v for k, v in s.items() if k != "_etag"}, "modelMix": mix,
                                       "chunks": int(mix.get(self.active_model(tenant_id)) or 0)})

@@ -110,16 +110,14 @@ def browser():  # type: ignore[no-untyped-def]
         b.close()
 
 
-def wait_idle(page, timeout: float = 60_000) -> None:  # type: ignore[no-untyped-def]
-    """Wait until Streamlit has finished running the script (no running indicator)."""
+def wait_idle(page, timeout: float = 90_000) -> None:  # type: ignore[no-untyped-def]
+    """Wait until Streamlit has finished running the script: no running indicator for a moment."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    running = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]'
     page.wait_for_timeout(500)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout,
-    )
-    page.wait_for_timeout(700)
+    for _ in range(2):  # twice: a rerun (st.rerun, a fragment) can start right after the first run ends
+        page.wait_for_function(f"() => !document.querySelector('{running}')", timeout=timeout)
+        page.wait_for_timeout(700)
 
 
 def sign_in(page, url: str, email: str, password: str) -> None:  # type: ignore[no-untyped-def]

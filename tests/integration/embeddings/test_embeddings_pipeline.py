@@ -207,3 +207,53 @@ def test_50mb_document_is_embedded_in_batches(emb_services, fake_embedders) -> N
     n = svc.store.count("chunks", T, [Cond("documentId", "=", "big")])
     assert n > 5000 and n == r.chunks_embedded + r.chunks_reused
     assert max(fake.batches) <= svc.embeddings.pipeline.batch_size  # never the whole document at once
+
+
+def test_overlapped_batches_skip_a_failed_documents_later_chunks_and_batch_state_writes(
+        emb_services, fake_embedders, monkeypatch) -> None:
+    svc, fake = emb_services, fake_embedders["fake"]
+    pipe = svc.embeddings.pipeline
+    pipe.batch_size = 2
+    pipe.backoff_seconds = 0.0
+    fake.poison = "POISON"
+    fake.delay = 0.01  # the embedding thread is still busy while the next batch is chunked
+    write_doc(svc, T, "bad", "POISON first sentence. " + " ".join(PARAS))
+    for i in range(5):
+        write_doc(svc, T, f"ok{i}", " ".join(PARAS[:2]) + f" Document {i}.")
+    single_state_writes = []
+    real_upsert = svc.store.upsert
+    monkeypatch.setattr(svc.store, "upsert", lambda c, d, **kw: (
+        single_state_writes.append(d["id"]) if c == "pipeline_state" and d["id"].startswith("doc:") else None,
+        real_upsert(c, d, **kw))[1])
+    r = drain(svc)[0]
+    assert r.failed == 1 and r.documents == 6
+    assert chunks_of(svc, "bad") == []
+    # the bad document's later chunks were dropped before they reached the embedder
+    assert not any(PARAS[5][:40] in t and "Document" not in t for t in fake.texts)
+    assert all(len(chunks_of(svc, f"ok{i}")) >= 2 for i in range(5))
+    assert single_state_writes == []  # per-document states went in one batched write
+    states = svc.store.query("pipeline_state", T, [Cond("kind", "=", "doc")])
+    assert {s["id"]: s["status"] for s in states} == {"doc:bad": "failed", **{f"doc:ok{i}": "embedded"
+                                                                                 for i in range(5)}}
+
+
+def test_screen_reads_use_id_ranges_and_merge_failed_and_dead(emb_services) -> None:
+    from core.embeddings.changes import pending_changes, stats_rows
+
+    svc = emb_services
+    for i in range(3):
+        write_doc(svc, T, f"d{i}", f"Document {i} about renewal terms.", project=f"p{i % 2}",
+                  source="slack" if i else "drive")
+    drain(svc)
+    # per-document state rows share the container; only the per-source counters come back
+    assert sorted(r["source"] for r in stats_rows(svc.store, T)) == ["drive", "slack"]
+    assert svc.embeddings.projects(SYSTEM, T) == ["p0", "p1"]
+    for i in range(3, 6):
+        write_doc(svc, T, f"d{i}", f"Document {i}.")
+    assert [int(c["seq"]) for c in pending_changes(svc.store, T, 4, 10)] == [5, 6]
+    # failed and dead changes come back together, newest first
+    for seq, status in ((1, "dead"), (2, "failed"), (3, "dead")):
+        c = svc.store.query("doc_changes", T, [Cond("seq", "=", seq)])[0]
+        svc.store.upsert("doc_changes", {**{k: v for k, v in c.items() if k != "_etag"}, "status": status})
+    assert [(f["seq"], f["status"]) for f in svc.embeddings.failed_items(SYSTEM, T, limit=2)] == [
+        (3, "dead"), (2, "failed")]

@@ -66,7 +66,7 @@ def test_ann_partition_agrees_with_exact_search() -> None:
     # clustered data like real embeddings: 40 topics with noise
     centres = unit(rng, 40)
     v = l2_normalise(centres[rng.integers(0, 40, 6000)] + 0.35 * rng.standard_normal((6000, DIM)).astype(np.float32))
-    idx = VectorIndex(DIM, ann_threshold=1000)
+    idx = VectorIndex(DIM, ann_threshold=1000, exact_below=1000)
     fill(idx, "t", "p", v)
     part = idx.get("t", "p")
     assert part is not None and part.ann is not None
@@ -81,6 +81,39 @@ def test_ann_partition_agrees_with_exact_search() -> None:
     top = idx.search(queries[0], 1, "t", "p")[0]
     part.remove([top.chunk_id])
     assert all(h.chunk_id != top.chunk_id for h in idx.search(queries[0], 10, "t", "p"))
+
+
+def test_fan_out_uses_graphs_of_mid_size_partitions_and_filtered_stays_exact() -> None:
+    rng = np.random.default_rng(6)
+    centres = unit(rng, 40)
+
+    def clustered(n: int) -> np.ndarray:
+        noise = 0.35 * rng.standard_normal((n, DIM)).astype(np.float32)
+        return l2_normalise(centres[rng.integers(0, 40, n)] + noise)
+
+    # partitions between the graph threshold and the exact limit: graphs exist, filtered search scans exactly
+    idx = VectorIndex(DIM, ann_threshold=1500, exact_below=5000)
+    for j, n in enumerate((3000, 2000, 1600, 400)):
+        fill(idx, f"t{j % 2}", f"p{j}", clustered(n))
+    built = {k: p.ann is not None for k in idx.keys() if (p := idx.get(*k)) is not None}
+    assert built == {("t0", "p0"): True, ("t1", "p1"): True, ("t0", "p2"): True, ("t1", "p3"): False}
+    part = idx.get("t0", "p0")
+    assert part is not None
+    calls = []
+    real = part.ann.search
+    part.ann.search = lambda *a, **kw: calls.append(1) or real(*a, **kw)  # type: ignore[method-assign]
+    queries = clustered(40)
+    recall = []
+    for q in queries:
+        exact = [h.chunk_id for h in idx.search(q, 10, exact=True)]
+        approx = [h.chunk_id for h in idx.search(q, 10)]
+        recall.append(len(set(exact) & set(approx)) / 10)
+    assert calls, "an unfiltered query did not use the partition graph"
+    assert np.mean(recall) >= 0.95
+    n_calls = len(calls)
+    filtered = idx.search(queries[0], 10, "t0", "p0")
+    assert len(calls) == n_calls  # one small partition: exact scan, not the graph
+    assert [h.chunk_id for h in filtered] == [h.chunk_id for h in idx.search(queries[0], 10, "t0", "p0", exact=True)]
 
 
 def test_compaction_keeps_live_rows() -> None:
