@@ -181,7 +181,25 @@ class Services:
         llm = self._override("template_llm") or (ChatTextModel(self.chat_llm) if self.chat_llm else None)
         return TemplateService(self.store, self.blobs, self.audit, self.queue, self.tenants, llm=llm,
                                prompts=self._override("template_prompts") or CatalogPrompts(self.prompts),
-                               google_factory=self._override("google_templates"))
+                               google_factory=self._override("google_templates") or self._google_factory())
+
+    def _google_factory(self) -> Any:
+        """Builds the Google Docs/Slides client from the configured service account, or None when not set."""
+        key = self.settings.google_service_account_json
+        if key is None:
+            return None
+        import json
+
+        from core.adapters.google_templates import GoogleTemplates
+        from core.errors import Invalid
+
+        try:
+            info = json.loads(key.get_secret_value())
+        except ValueError:
+            raise Invalid("CASTIEL_GOOGLE_SERVICE_ACCOUNT_JSON is not JSON: paste the service account key file's "
+                          "contents") from None
+        subject = self.settings.google_impersonate
+        return lambda tenant_id: GoogleTemplates.from_service_account(info, subject)
 
     # models (issue 6)
     @cached_property

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     embedder: Literal["local", "openai"] = "local"
     embedding_model: str = "text-embedding-3-small"
     mlflow_tracking_uri: str | None = None
+    # Google Docs/Slides templates: a service account key (the JSON text) with Drive, Docs and Slides access,
+    # optionally impersonating a Workspace user (domain-wide delegation).
+    google_service_account_json: SecretStr | None = None
+    google_impersonate: str | None = None
     # Azure ML (issue 6): with all three set, training runs as command jobs and promotions deploy blue/green.
     azureml_subscription_id: str | None = None
     azureml_resource_group: str | None = None

@@ -661,8 +661,8 @@ class TemplateService:
 
     def _google(self, tenant_id: str) -> Any:
         if self.google_factory is None:
-            raise ConfigError("Google Docs/Slides templates are not set up: the console needs Google credentials "
-                              "(a service account with Drive, Docs and Slides access) wired in core/bootstrap.py")
+            raise ConfigError("Google Docs/Slides templates are not set up: set CASTIEL_GOOGLE_SERVICE_ACCOUNT_JSON "
+                              "to a service account key with Drive, Docs and Slides access")
         return self.google_factory(tenant_id)
 
     # outputs ------------------------------------------------------------------------------------------------
