@@ -15,7 +15,6 @@ import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
@@ -70,37 +69,6 @@ def _check_host(host: str, allow_loopback: bool) -> None:
                           "fetched from public hosts")
 
 
-def fetch_image(url: str, *, allow_loopback: bool = False, max_bytes: int = MAX_IMAGE_BYTES,
-                timeout: float = 10.0) -> ImageValue:
-    """GET an image URL as hostile input: no redirects, a byte cap, content type and Pillow checks."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise Invalid(f"image URL {url[:100]!r} must be http(s) with a host")
-    _check_host(parts.hostname, allow_loopback)
-    import httpx  # lazily: core stays importable without an HTTP client
-
-    try:
-        with httpx.Client(follow_redirects=False, timeout=timeout) as client, client.stream("GET", url) as resp:
-            if resp.status_code != 200:
-                raise Invalid(f"image URL answered HTTP {resp.status_code}; expected 200 with an image "
-                              "(redirects are not followed)")
-            ctype = resp.headers.get("content-type", "")
-            if not ctype.lower().startswith("image/"):
-                raise Invalid(f"image URL returned {ctype or 'no content type'}, not an image")
-            length = resp.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise Invalid(f"image URL announces {int(length) / 1048576:.1f} MB; the limit is "
-                              f"{max_bytes / 1048576:.0f} MB")
-            buf = bytearray()
-            for chunk in resp.iter_bytes():
-                buf.extend(chunk)
-                if len(buf) > max_bytes:
-                    raise Invalid(f"image URL sent more than {max_bytes / 1048576:.0f} MB; stopped reading")
-    except httpx.HTTPError as e:
-        raise Invalid(f"could not fetch the image URL ({type(e).__name__}: {e})") from e
-    return validate_image(bytes(buf), declared_type=ctype, source=f"the image at {url[:100]}", max_bytes=max_bytes)
-
-
 BlobReader = Callable[[str, str], bytes]
 
 
@@ -141,5 +109,7 @@ class ImageLoader:
         if ref.startswith(("http://", "https://")):
             if not self.allow_remote:
                 raise Invalid("fetching images from URLs is turned off; upload the image to the template library")
+            from core.adapters.image_fetch import fetch_image  # the HTTP client lives in an adapter
+
             return fetch_image(ref, allow_loopback=self.allow_loopback, max_bytes=self.max_bytes)
         raise Invalid(f"image value {ref[:60]!r} is not a blob: reference, data: URL or http(s) URL")

@@ -155,7 +155,7 @@ def test_cosmos_change_feed_leases_and_lag(cosmos_endpoint) -> None:
 
     from azure.cosmos import CosmosClient, PartitionKey
 
-    from core.embeddings.changes import CosmosChangeFeed
+    from core.adapters.cosmos_change_feed import CosmosChangeFeed
 
     endpoint, key = cosmos_endpoint
     db = CosmosClient(endpoint, key).create_database_if_not_exists("castiel-feed-test")

@@ -8,8 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from core.adapters.image_fetch import fetch_image
 from core.errors import Invalid
-from core.templates.images import ImageLoader, fetch_image
+from core.templates.images import ImageLoader
 from tests.unit.templates.tpl_builders import png
 
 GOOD = png(30, 10)
