@@ -9,9 +9,10 @@ placeholder sits whole inside one text node and rendering is a plain text-node e
 
 from __future__ import annotations
 
+import copy
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from lxml import etree
@@ -187,6 +188,31 @@ def set_text(t: etree._Element, text: str) -> None:
     if t.tag == W_T:
         if text[:1].isspace() or text[-1:].isspace():
             t.set(f"{{{XML_NS}}}space", "preserve")
+
+
+def expand_paragraph(p: etree._Element, t: etree._Element, raw: str, items: Sequence[str], t_tag: str,
+                     set_run_text: Callable[[etree._Element, str], None]) -> None:
+    """Replace paragraph ``p`` by one copy per list item, the placeholder ``raw`` in text node ``t`` filled in."""
+    idx = list(p.iter(t_tag)).index(t)
+    for item in items:
+        clone = copy.deepcopy(p)
+        ct = list(clone.iter(t_tag))[idx]
+        set_run_text(ct, (ct.text or "").replace(raw, item))
+        p.addprevious(clone)
+    p.getparent().remove(p)
+
+
+def expand_row(tr: etree._Element, t: etree._Element, rows: Sequence[Sequence[str]], run_tag: str, rpr_tag: str,
+               cell_tag: str, fill_cell: Callable[[etree._Element, str, etree._Element | None], None]) -> None:
+    """Replace table row ``tr`` by one copy per data row, each cell filled with the placeholder run's formatting."""
+    run = nearest(t, run_tag)
+    run_props = run.find(rpr_tag) if run is not None else None
+    for row in rows:
+        clone = copy.deepcopy(tr)
+        for i, tc in enumerate(c for c in clone if c.tag == cell_tag):
+            fill_cell(tc, row[i] if i < len(row) else "", run_props)
+        tr.addprevious(clone)
+    tr.getparent().remove(tr)
 
 
 def merge_split_tags(nodes: list[etree._Element], tags: list[Tag]) -> int:

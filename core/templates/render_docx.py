@@ -37,6 +37,8 @@ from core.templates.ooxml import (
     W_TC,
     W_TR,
     XML_PARSER,
+    expand_paragraph,
+    expand_row,
     nearest,
     qn,
     set_text,
@@ -170,24 +172,10 @@ class _DocxRenderer:
             self._inline_picture(part, t, raw_match.group(0), image, box_w, box_h)
 
     def _expand_paragraph(self, p: etree._Element, t: etree._Element, raw: str, items: list[str]) -> None:
-        nodes = list(p.iter(W_T))
-        idx = nodes.index(t)
-        for item in items:
-            clone = copy.deepcopy(p)
-            ct = list(clone.iter(W_T))[idx]
-            self._set_run_text(ct, (ct.text or "").replace(raw, item))
-            p.addprevious(clone)
-        p.getparent().remove(p)
+        expand_paragraph(p, t, raw, items, W_T, self._set_run_text)
 
     def _expand_row(self, tr: etree._Element, t: etree._Element, table: TableValue) -> None:
-        run = nearest(t, W_R)
-        run_props = run.find(qn("w:rPr")) if run is not None else None
-        for row in table.rows:
-            clone = copy.deepcopy(tr)
-            for i, tc in enumerate(c for c in clone if c.tag == W_TC):
-                self._fill_cell(tc, row[i] if i < len(row) else "", run_props)
-            tr.addprevious(clone)
-        tr.getparent().remove(tr)
+        expand_row(tr, t, table.rows, W_R, qn("w:rPr"), W_TC, self._fill_cell)
 
     def _fill_cell(self, tc: etree._Element, text: str, run_props: etree._Element | None) -> None:
         ts = list(tc.iter(W_T))

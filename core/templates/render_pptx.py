@@ -26,7 +26,18 @@ from typing import Any
 from lxml import etree
 
 from core.errors import Invalid
-from core.templates.ooxml import A_P, A_R, A_T, NS, PLACEHOLDER_RE, nearest, qn, strip_invalid_xml_chars
+from core.templates.ooxml import (
+    A_P,
+    A_R,
+    A_T,
+    NS,
+    PLACEHOLDER_RE,
+    expand_paragraph,
+    expand_row,
+    nearest,
+    qn,
+    strip_invalid_xml_chars,
+)
 from core.templates.values import ChartValue, ImageValue, RenderValue, TableValue
 
 _T_WITH_TAG = etree.XPath("//a:t[contains(., '{{')]", namespaces=NS)
@@ -196,26 +207,13 @@ class _PptxRenderer:
         sp.getparent().remove(sp)
 
     def _expand_paragraph(self, p: etree._Element, t: etree._Element, raw: str, items: list[str]) -> None:
-        idx = list(p.iter(A_T)).index(t)
-        for item in items:
-            clone = copy.deepcopy(p)
-            ct = list(clone.iter(A_T))[idx]
-            self._set_run_text(ct, (ct.text or "").replace(raw, item))
-            p.addprevious(clone)
-        p.getparent().remove(p)
+        expand_paragraph(p, t, raw, items, A_T, self._set_run_text)
 
     def _expand_row(self, tr: etree._Element, t: etree._Element, table: TableValue) -> None:
-        run = nearest(t, A_R)
-        rpr = run.find(qn("a:rPr")) if run is not None else None
-        for row in table.rows:
-            clone = copy.deepcopy(tr)
-            for i, tc in enumerate(c for c in clone if c.tag == qn("a:tc")):
-                self._fill_cell(tc, row[i] if i < len(row) else "", rpr)
-            tr.addprevious(clone)
         frame = nearest(tr, P_GF)
         height = int(tr.get("h") or 0)
-        tr.getparent().remove(tr)
-        if frame is not None and height:
+        expand_row(tr, t, table.rows, A_R, qn("a:rPr"), qn("a:tc"), self._fill_cell)
+        if frame is not None and height:  # grow the table's frame by the rows added
             ext = frame.find(f"{qn('p:xfrm')}/{qn('a:ext')}")
             if ext is not None:
                 ext.set("cy", str(max(int(ext.get("cy")) + height * (len(table.rows) - 1), height)))
