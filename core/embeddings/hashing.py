@@ -7,15 +7,13 @@ changes line endings or spacing does not cost a re-embed.
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from collections.abc import Iterable
 
-_WS = re.compile(r"\s+")
-
 
 def normalise_text(text: str) -> str:
-    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    # str.split() with no separator splits on runs of Unicode whitespace, several times faster than a regex
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def chunk_hash(text: str) -> str:

@@ -197,6 +197,7 @@ class EmbeddingPipeline:
         now: Callable[[], datetime] = clock.now,
         sleep: Callable[[float], None] = time.sleep,
         on_embed: Callable[[str, str, int, int, float, bool], None] | None = None,
+        chunk_fields: Callable[[str, np.ndarray], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.embedder_for = embedder_for
@@ -213,6 +214,8 @@ class EmbeddingPipeline:
         self.sleep = sleep
         # telemetry hook: (tenant, model, texts, tokens, ms, ok)
         self.on_embed = on_embed
+        # extra fields per stored chunk from (model, vector), e.g. a float array for a store's own vector search
+        self.chunk_fields = chunk_fields
         # The writer thread and this thread (deletes, stale chunks) both bump partition versions; one
         # at a time, so a bump by this process is never mistaken for another worker's (see _bump_version).
         self._partition_lock = threading.RLock()
@@ -524,6 +527,8 @@ class EmbeddingPipeline:
                 "docFingerprint": w.fingerprint, "model": model, "vector": encode_vector(_vec(p)),
                 "embeddedAt": at,
             }
+            if self.chunk_fields is not None:
+                d.update(self.chunk_fields(model, _vec(p)))
             (docs_new if w.new_doc.get(model) else docs_old).append(d)
             w.chunk_counts[model] = max(w.chunk_counts[model], c.ord + 1)
             w.tokens[model] += c.tokens
