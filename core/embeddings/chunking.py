@@ -10,12 +10,14 @@ by the token counter itself. So a chunk never exceeds ``max_tokens`` (estimated)
 
 ``iter_chunks`` takes a string or any iterable of text pieces (a file read in blocks) and cuts
 it into windows of about ``WINDOW_CHARS`` at paragraph or line breaks, so a 50 MB document never
-becomes one list of chunks.
+becomes one list of chunks. ``chunk_documents`` chunks many ordinary documents at once, counting
+all their chunks' tokens in one vectorised pass (see ``estimate_tokens_many``); both give the
+same chunks for the same text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from semantic_text_splitter import TextSplitter
 
-from core.embeddings.tokens import estimate_tokens
+from core.embeddings.tokens import estimate_tokens, estimate_tokens_many
 from core.errors import Invalid
 
 # Characters per estimated token assumed for the fast (character) pass: prose in Latin scripts runs
@@ -113,6 +115,23 @@ def _cut(buf: str) -> int:
     return WINDOW_CHARS
 
 
+def _finish(cfg: ChunkingConfig, base: int, pieces: list[tuple[int, str]], counts: list[int], ord_: int,
+            count_tokens: Callable[[str], int]) -> list[Chunk]:
+    """Chunks from (offset, text) pieces and their counts; a piece over the budget is split by tokens."""
+    out: list[Chunk] = []
+    exact: TextSplitter | None = None
+    for (offset, text), tokens in zip(pieces, counts, strict=True):
+        if tokens <= cfg.max_tokens:
+            start = base + offset
+            out.append(Chunk(ord_ + len(out), text, tokens, start, start + len(text)))
+            continue
+        exact = exact or _token_splitter(cfg, count_tokens)
+        for sub_offset, sub in exact.chunk_indices(text):
+            start = base + offset + sub_offset
+            out.append(Chunk(ord_ + len(out), sub, count_tokens(sub), start, start + len(sub)))
+    return out
+
+
 def iter_chunks(
     source: str | Iterable[str],
     config: ChunkingConfig | None = None,
@@ -121,21 +140,32 @@ def iter_chunks(
     """Yield chunks of ``source`` in document order, each within ``config.max_tokens`` (estimated)."""
     cfg = config or ChunkingConfig()
     fast = _char_splitter(cfg.max_tokens, cfg.overlap_tokens)
-    exact: TextSplitter | None = None
+    count_many = estimate_tokens_many if count_tokens is estimate_tokens else (
+        lambda texts: [count_tokens(t) for t in texts])
     ord_ = 0
     for base, window in _windows(source):
-        for offset, text in fast.chunk_indices(window):
-            tokens = count_tokens(text)
-            if tokens <= cfg.max_tokens:
-                start = base + offset
-                yield Chunk(ord_, text, tokens, start, start + len(text))
-                ord_ += 1
-                continue
-            exact = exact or _token_splitter(cfg, count_tokens)
-            for sub_offset, sub in exact.chunk_indices(text):
-                start = base + offset + sub_offset
-                yield Chunk(ord_, sub, count_tokens(sub), start, start + len(sub))
-                ord_ += 1
+        pieces = fast.chunk_indices(window)
+        chunks = _finish(cfg, base, pieces, count_many([t for _, t in pieces]), ord_, count_tokens)
+        ord_ += len(chunks)
+        yield from chunks
+
+
+def chunk_documents(texts: Sequence[str], config: ChunkingConfig | None = None) -> list[list[Chunk]]:
+    """The chunks of each text (as ``iter_chunks`` gives them), for many ordinary-sized texts at once."""
+    cfg = config or ChunkingConfig()
+    out: list[list[Chunk] | None] = [None] * len(texts)
+    small = [i for i, t in enumerate(texts) if len(t) < 2 * WINDOW_CHARS]
+    for i, t in enumerate(texts):
+        if len(t) >= 2 * WINDOW_CHARS:
+            out[i] = list(iter_chunks(t, cfg))
+    fast = _char_splitter(cfg.max_tokens, cfg.overlap_tokens)
+    per_text = fast.chunk_all_indices([texts[i] for i in small])
+    counts = estimate_tokens_many([t for pieces in per_text for _, t in pieces])
+    at = 0
+    for i, pieces in zip(small, per_text, strict=True):
+        out[i] = _finish(cfg, 0, pieces, counts[at : at + len(pieces)], 0, estimate_tokens)
+        at += len(pieces)
+    return [c if c is not None else [] for c in out]
 
 
 def chunk_text(text: str, config: ChunkingConfig | None = None) -> list[Chunk]:

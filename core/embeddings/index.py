@@ -12,18 +12,28 @@ exactly reads 70 MB per query at 100k rows), and the small ones left are scanned
 (multi-threaded BLAS on many small mat-vecs stalled for milliseconds per call on a busy machine;
 that, not the arithmetic, made an unfiltered query over 100k rows take 80-290 ms at p95).
 
+Writes never wait on the graph. New rows land in a growing tail (rows ``graphed`` and above) that
+searches scan exactly and merge with the graph's answer, so a chunk is searchable the moment it is
+written; ``catch_up`` adds the tail to the graph (building it once a partition passes the
+threshold) in bounded steps, run by the worker's index job rather than by the pipeline. Inserting
+into an HNSW graph costs about as much CPU as embedding the chunk with WordLlama, so doing it
+inline would halve the pipeline's rate for no gain in what search returns. A compaction renumbers
+rows, so it drops the graph and the whole partition becomes tail until the next catch-up.
+
 Vectors are kept as float32 rows per partition; deletes mark rows dead (and remove the key from
 the graph) and a partition compacts itself when a third of its rows are dead. ``save`` writes
-changed partitions under ``root`` (``vectors.npy``, ``meta.json``, ``ann.usearch``) by atomic
-rename; ``load`` maps them back (the numpy file memory-mapped). Each partition carries a
-``version`` the pipeline keeps in the store, so a reader knows when its copy is stale and the
-service rebuilds a missing or stale partition from the stored chunks.
+changed partitions under ``root`` (``vectors.npy``, ``alive.npy``, ``meta.json``, ``ann.usearch``)
+by atomic rename, re-using the saved graph file when only the tail changed; ``load`` maps them back
+(the numpy file memory-mapped). Each partition carries a ``version`` the pipeline keeps in the
+store, so a reader knows when its copy is stale and the service rebuilds a missing or stale
+partition from the stored chunks.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -37,6 +47,7 @@ from core.errors import Invalid
 
 DEFAULT_ANN_THRESHOLD = 4_096
 DEFAULT_EXACT_BELOW = 20_000
+CATCH_UP_STEP = 4_096  # rows added to a graph per lock hold: searches wait at most one step
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,8 @@ class Partition:
         self.by_doc: dict[str, set[int]] = {}
         self.dead = 0
         self.ann: Any = None
+        self.graphed = 0  # rows below this were offered to the graph; rows from here on are the exact tail
+        self.graph_dirty = False  # the graph changed since it was last saved
         self._lock = threading.RLock()
 
     # size -------------------------------------------------------------------------------
@@ -103,6 +116,16 @@ class Partition:
     @property
     def vectors(self) -> np.ndarray:
         return self._vectors[: self._n]
+
+    @property
+    def tail(self) -> int:
+        """Rows not yet in a graph (the whole partition when it has none)."""
+        return self._n - self.graphed
+
+    @property
+    def needs_graph(self) -> bool:
+        """Whether ``catch_up`` has work: a graph to build or rows to add to one."""
+        return self.tail > 0 and (self.ann is not None or len(self) >= self.ann_threshold)
 
     def _reserve(self, extra: int) -> None:
         need = self._n + extra
@@ -127,7 +150,6 @@ class Partition:
             raise Invalid(f"vectors must have {self.dim} dimensions, got shape {vectors.shape}")
         with self._lock:
             self._reserve(len(ids))
-            new_slots: list[int] = []
             for i, cid in enumerate(ids):
                 old = self.slot.get(cid)
                 if old is not None:  # replaced chunk: the old row dies, the new one is appended
@@ -142,12 +164,6 @@ class Partition:
                 self.slot[cid] = s
                 self.by_doc.setdefault(document_ids[i], set()).add(s)
                 self._n += 1
-                new_slots.append(s)
-            if self.ann is not None and new_slots:
-                keys = np.asarray(new_slots, dtype=np.uint64)
-                self.ann.add(keys, self._vectors[keys.astype(np.int64)], threads=0)
-            elif self.ann is None and len(self) >= self.ann_threshold:
-                self.build_ann()
             self.dirty = True
             self._maybe_compact()
 
@@ -164,8 +180,9 @@ class Partition:
             rows.discard(s)
             if not rows:
                 del self.by_doc[self.doc_ids[s]]
-        if self.ann is not None:
+        if self.ann is not None and s < self.graphed:
             self.ann.remove(s)
+            self.graph_dirty = True
 
     def remove(self, ids: Iterable[str]) -> int:
         with self._lock:
@@ -194,43 +211,75 @@ class Partition:
             self.compact()
 
     def compact(self) -> None:
-        """Drop dead rows and renumber; rebuilds the graph if there is one."""
+        """Drop dead rows and renumber. Row numbers are the graph's keys, so the graph goes too."""
         with self._lock:
             keep = np.flatnonzero(self.alive[: self._n])
             vectors = np.ascontiguousarray(self._vectors[keep])
             ids = [self.ids[i] for i in keep]
             docs = [self.doc_ids[i] for i in keep]
             srcs = [self.sources[i] for i in keep]
-            had_ann = self.ann is not None
             self._set_rows(vectors, ids, docs, srcs)
             self.ann = None
-            if had_ann or len(self) >= self.ann_threshold:
-                self.build_ann()
+            self.graphed = 0
+            self.graph_dirty = True
             self.dirty = True
 
-    def _set_rows(self, vectors: np.ndarray, ids: list[str], docs: list[str], srcs: list[str]) -> None:
+    def _set_rows(self, vectors: np.ndarray, ids: list[str], docs: list[str], srcs: list[str],
+                  alive: np.ndarray | None = None) -> None:
         self._vectors = vectors
         self._n = len(ids)
         self.ids, self.doc_ids, self.sources = ids, docs, srcs
-        self.alive = np.ones(self._n, dtype=bool)
+        self.alive = np.ones(self._n, dtype=bool) if alive is None else np.array(alive[: self._n], dtype=bool)
         self.vocab = {}
         self.codes = np.asarray([self.vocab.setdefault(x, len(self.vocab)) for x in srcs], dtype=np.int32)
-        self.dead = 0
-        self.slot = {cid: i for i, cid in enumerate(ids)}
+        self.dead = int(self._n - np.count_nonzero(self.alive))
+        live = self.alive.tolist()
+        self.slot = {cid: i for i, cid in enumerate(ids) if live[i]}
         self.by_doc = {}
         for i, d in enumerate(docs):
-            self.by_doc.setdefault(d, set()).add(i)
+            if live[i]:
+                self.by_doc.setdefault(d, set()).add(i)
 
-    def build_ann(self) -> None:
+    def _new_graph(self) -> Any:
         from usearch.index import Index
 
         p = self.ann_params
-        ann = Index(ndim=self.dim, metric="ip", dtype=p.dtype, connectivity=p.connectivity,
-                    expansion_add=p.expansion_add, expansion_search=p.expansion_search)
-        live = np.flatnonzero(self.alive[: self._n])
-        if live.size:
-            ann.add(live.astype(np.uint64), np.ascontiguousarray(self._vectors[live]), threads=0)
-        self.ann = ann
+        return Index(ndim=self.dim, metric="ip", dtype=p.dtype, connectivity=p.connectivity,
+                     expansion_add=p.expansion_add, expansion_search=p.expansion_search)
+
+    def catch_up(self, max_rows: int | None = None, step: int = CATCH_UP_STEP) -> int:
+        """Add up to ``max_rows`` tail rows to the graph (building it past the threshold); rows offered.
+
+        Works in steps of ``step`` rows, taking the lock for one step at a time, so a search waits
+        for at most one step (about a tenth of a second) while a big partition catches up.
+        """
+        done = 0
+        while max_rows is None or done < max_rows:
+            with self._lock:
+                if not self.needs_graph:
+                    break
+                if self.ann is None:
+                    self.ann = self._new_graph()
+                lo = self.graphed
+                hi = min(self._n, lo + step, lo + (max_rows - done) if max_rows is not None else self._n)
+                slots = np.arange(lo, hi)
+                live = slots[self.alive[lo:hi]]
+                if live.size:
+                    self.ann.add(live.astype(np.uint64), np.ascontiguousarray(self._vectors[live]), threads=0)
+                self.graphed = hi
+                self.graph_dirty = self.dirty = True
+                done += hi - lo
+        return done
+
+    def build_ann(self) -> None:
+        """The whole graph now (tests, benchmarks, offline rebuilds); the worker uses ``catch_up``."""
+        with self._lock:
+            self.ann = self._new_graph()
+            self.graphed = 0
+            if len(self):
+                self.catch_up(step=max(self._n, 1))
+            else:
+                self.graph_dirty = True
 
     # reads ------------------------------------------------------------------------------
     def search(self, query: np.ndarray, k: int, source: str | None = None, exact: bool = False,
@@ -242,26 +291,31 @@ class Partition:
             if self.ann is not None and not exact and (fan_out or len(self) >= self.exact_below):
                 hits = self._search_ann(query, k, source)
                 if hits is not None:
+                    if self.graphed < self._n:  # rows written since the last catch-up: scanned exactly
+                        hits += self._search_exact(query, k, source, single_thread=fan_out, lo=self.graphed)
+                        hits.sort(key=lambda h: -h.score)
+                        del hits[k:]
                     return hits
             return self._search_exact(query, k, source, single_thread=fan_out)
 
     def _hit(self, s: int, score: float) -> Hit:
         return Hit(self.ids[s], float(score), self.tenant_id, self.project, self.doc_ids[s], self.sources[s])
 
-    def _search_exact(self, query: np.ndarray, k: int, source: str | None, single_thread: bool = False) -> list[Hit]:
-        rows = self._vectors[: self._n]
+    def _search_exact(self, query: np.ndarray, k: int, source: str | None, single_thread: bool = False,
+                      lo: int = 0) -> list[Hit]:
+        rows = self._vectors[lo : self._n]
         # A fan-out scans many small partitions one after another; BLAS would split each small
         # mat-vec across threads, and on a busy machine waiting for a descheduled helper thread
         # costs milliseconds per call. einsum's single-threaded SIMD loop has no such stalls.
         scores = np.einsum("ij,j->i", rows, query) if single_thread else rows @ query
-        mask = ~self.alive[: self._n]
+        mask = ~self.alive[lo : self._n]
         if source is not None:
             code = self.vocab.get(source, -1)
-            mask = mask | (self.codes[: self._n] != code)
+            mask = mask | (self.codes[lo : self._n] != code)
         if mask.any():
             scores = np.where(mask, -np.inf, scores)
         order = _top_k(scores, k)
-        return [self._hit(int(s), scores[s]) for s in order if np.isfinite(scores[s])]
+        return [self._hit(lo + int(s), scores[s]) for s in order if np.isfinite(scores[s])]
 
     def _search_ann(self, query: np.ndarray, k: int, source: str | None) -> list[Hit] | None:
         want = k if source is None else k * 8
@@ -284,24 +338,36 @@ class Partition:
     # persistence ------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         with self._lock:
-            if self.dead:
-                self.compact()
-            tmp = folder.with_name(folder.name + ".tmp")
+            # per process and thread: the worker and the console may both save a partition
+            tag = f"{os.getpid()}-{threading.get_ident()}"
+            tmp = folder.with_name(f"{folder.name}.tmp-{tag}")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             np.save(tmp / "vectors.npy", np.ascontiguousarray(self._vectors[: self._n]))
-            meta = {"tenantId": self.tenant_id, "project": self.project, "dim": self.dim, "version": self.version,
+            if self.dead:
+                np.save(tmp / "alive.npy", np.ascontiguousarray(self.alive[: self._n]))
+            # version, rows and graphed first: saved_state() reads them from the file's head
+            meta = {"version": self.version, "rows": self._n, "graphed": self.graphed if self.ann is not None else 0,
+                    "tenantId": self.tenant_id, "project": self.project, "dim": self.dim,
                     "ids": self.ids, "documentIds": self.doc_ids, "sources": self.sources}
             (tmp / "meta.json").write_text(json.dumps(meta, separators=(",", ":")), encoding="utf-8")
             if self.ann is not None:
-                self.ann.save(str(tmp / "ann.usearch"))
-            old = folder.with_name(folder.name + ".old")
+                saved_graph = folder / "ann.usearch"
+                if self.graph_dirty or not saved_graph.exists():
+                    self.ann.save(str(tmp / "ann.usearch"))
+                else:  # only the tail changed: the graph file on disk is still this graph
+                    try:
+                        os.link(saved_graph, tmp / "ann.usearch")
+                    except OSError:
+                        shutil.copyfile(saved_graph, tmp / "ann.usearch")
+            old = folder.with_name(f"{folder.name}.old-{tag}")
             shutil.rmtree(old, ignore_errors=True)
             if folder.exists():
                 os.replace(folder, old)
             os.replace(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
             self.dirty = False
+            self.graph_dirty = False
 
     @classmethod
     def load(cls, folder: Path, ann_threshold: int = DEFAULT_ANN_THRESHOLD,
@@ -309,7 +375,9 @@ class Partition:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         part = cls(meta["tenantId"], meta["project"], int(meta["dim"]), ann_threshold, ann_params, exact_below)
         vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-        part._set_rows(vectors, list(meta["ids"]), list(meta["documentIds"]), list(meta["sources"]))
+        alive_file = folder / "alive.npy"
+        alive = np.load(alive_file) if alive_file.exists() else None
+        part._set_rows(vectors, list(meta["ids"]), list(meta["documentIds"]), list(meta["sources"]), alive)
         part.version = int(meta["version"])
         ann_file = folder / "ann.usearch"
         if ann_file.exists():
@@ -318,28 +386,29 @@ class Partition:
             part.ann = Index.restore(str(ann_file))
             if part.ann is not None:
                 part.ann.expansion_search = part.ann_params.expansion_search
-        if part.ann is None and len(part) >= ann_threshold:
-            part.build_ann()
+                part.graphed = int(meta.get("graphed", part._n))
         return part
 
     @staticmethod
-    def saved_version(folder: Path) -> int | None:
-        """The version of the copy on disk, without loading it (reads meta.json's head)."""
+    def saved_state(folder: Path) -> dict[str, int] | None:
+        """``version``, ``rows`` and ``graphed`` of the copy on disk, without loading it (meta.json's head)."""
         meta = folder / "meta.json"
         if not meta.exists():
             return None
         with meta.open("r", encoding="utf-8") as f:
             head = f.read(4096)
-        marker = '"version":'
-        i = head.find(marker)
-        if i < 0:
-            return None
-        j = i + len(marker)
-        digits = ""
-        while j < len(head) and head[j].isdigit():
-            digits += head[j]
-            j += 1
-        return int(digits) if digits else None
+        out: dict[str, int] = {}
+        for key in ("version", "rows", "graphed"):
+            m = re.search(f'"{key}":(\\d+)', head)
+            if m:
+                out[key] = int(m.group(1))
+        return out if "version" in out else None
+
+    @staticmethod
+    def saved_version(folder: Path) -> int | None:
+        """The version of the copy on disk, without loading it."""
+        state = Partition.saved_state(folder)
+        return state["version"] if state else None
 
 
 class VectorIndex:
@@ -413,6 +482,13 @@ class VectorIndex:
         hits = [h for p in parts for h in p.search(q, k, source, exact, fan_out=True)]
         hits.sort(key=lambda h: -h.score)
         return hits[:k]
+
+    def catch_up(self, max_rows: int | None = None) -> int:
+        """Bring every partition's graph up to date (see ``Partition.catch_up``); rows offered."""
+        done = 0
+        for part in list(self._parts.values()):
+            done += part.catch_up(None if max_rows is None else max(0, max_rows - done))
+        return done
 
     # persistence ------------------------------------------------------------------------
     def save(self, only_dirty: bool = True) -> int:

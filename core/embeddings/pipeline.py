@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,7 +47,7 @@ from core.embeddings.changes import (
     stats_id,
     stats_rows,
 )
-from core.embeddings.chunking import Chunk, ChunkingConfig, iter_chunks
+from core.embeddings.chunking import Chunk, ChunkingConfig, chunk_documents, iter_chunks
 from core.embeddings.embedder import Embedder, model_slug
 from core.embeddings.hashing import chunk_hash, document_fingerprint
 from core.embeddings.index import Partition
@@ -64,6 +64,7 @@ ROLLUP_KIND = "embeddings"
 BUCKET_MINUTES = 5
 DEFAULT_MAX_ATTEMPTS = 5
 PREFETCH = 100  # documents read per query while chunking (bounded, since a document may be large)
+BIG_DOCUMENT_CHARS = 1 << 20  # documents from this size are chunked as a stream, not with the others
 
 
 def encode_vector(v: np.ndarray) -> str:
@@ -323,39 +324,47 @@ class EmbeddingPipeline:
                 writes.append(writer.submit(self._write_batch, tenant_id, inflight, result, touched))
             inflight = nxt
 
-        for i, w in enumerate(works):
-            if i % PREFETCH == 0:
+        for g in range(0, len(works), PREFETCH):
+            group = works[g : g + PREFETCH]
+            try:
+                self._prefetch(tenant_id, group)
+            except CastielError as e:  # read them one by one instead, so a failure stays with its document
+                log.warning("prefetching %d documents failed (%s)", len(group), e)
+            texts: list[tuple[_DocWork, str]] = []
+            for w in group:
                 try:
-                    self._prefetch(tenant_id, works[i : i + PREFETCH])
-                except CastielError as e:  # read them one by one instead, so a failure stays with its document
-                    log.warning("prefetching %d documents failed (%s)", len(works[i : i + PREFETCH]), e)
-            try:
-                chunks = self._prepare(tenant_id, cfg, models, w, touched)
-            except CastielError as e:
-                self._fail(w, e.message)
-                continue
-            except Exception as e:  # one document's surprise must not stop the others
-                log.exception("preparing document %s failed", w.document_id)
-                self._fail(w, f"{type(e).__name__}: {e}")
-                continue
-            if chunks is None:
-                continue
-            try:
-                for model, chunk in chunks:
-                    h = chunk_hash(chunk.text)
-                    vec = w.reuse.get(model, {}).get(h)
-                    pending.append(_Pending(w, model, chunk, h, vec))
-                    if vec is None:
-                        to_embed += 1
-                    if to_embed >= self.batch_size:
-                        flush(pending)
-                        pending, to_embed = [], 0
-                w.done_chunking = True
-            except CastielError as e:
-                self._fail(w, e.message)
-                pending = [p for p in pending if p.work is not w]
-            if heartbeat and i % 200 == 0:
-                heartbeat(f"{i} of {len(works)} documents")
+                    text = self._prepare(tenant_id, cfg, models, w, touched)
+                except CastielError as e:
+                    self._fail(w, e.message)
+                    continue
+                except Exception as e:  # one document's surprise must not stop the others
+                    log.exception("preparing document %s failed", w.document_id)
+                    self._fail(w, f"{type(e).__name__}: {e}")
+                    continue
+                if text is not None:
+                    texts.append((w, text))
+            for w, chunks in self._chunked(texts, cfg.chunking):
+                try:
+                    for chunk in chunks:
+                        h = chunk_hash(chunk.text)
+                        for model in w.models:
+                            vec = w.reuse.get(model, {}).get(h)
+                            pending.append(_Pending(w, model, chunk, h, vec))
+                            if vec is None:
+                                to_embed += 1
+                        if to_embed >= self.batch_size:
+                            flush(pending)
+                            pending, to_embed = [], 0
+                    w.done_chunking = True
+                except CastielError as e:
+                    self._fail(w, e.message)
+                    pending = [p for p in pending if p.work is not w]
+                except Exception as e:
+                    log.exception("chunking document %s failed", w.document_id)
+                    self._fail(w, f"{type(e).__name__}: {e}")
+                    pending = [p for p in pending if p.work is not w]
+            if heartbeat:
+                heartbeat(f"{min(g + PREFETCH, len(works))} of {len(works)} documents")
         flush(pending)
         flush([])
         for f in writes:
@@ -378,8 +387,22 @@ class EmbeddingPipeline:
             w.doc = None if w.op == "delete" else by_doc.get(w.document_id)
             w.prefetched = True
 
+    @staticmethod
+    def _chunked(texts: list[tuple[_DocWork, str]], cfg: ChunkingConfig) -> Iterator[tuple[_DocWork, Iterable[Chunk]]]:
+        """Each document's chunks: ordinary ones chunked together (one token count), big ones streamed."""
+        small = [(w, t) for w, t in texts if len(t) < BIG_DOCUMENT_CHARS]
+        try:
+            together = chunk_documents([t for _, t in small], cfg)
+        except Exception:  # chunk them one by one below, so a failure stays with its document
+            log.exception("chunking %d documents together failed", len(small))
+            together = None
+        done = {id(w): chunks for (w, _), chunks in zip(small, together or [], strict=False)}
+        for w, t in texts:
+            yield w, done.get(id(w)) if id(w) in done else iter_chunks(t, cfg)
+
     def _prepare(self, tenant_id: str, cfg: TenantConfig, models: list[str], w: _DocWork,
-                 touched: set[tuple[str, str]]) -> Iterator[tuple[str, Chunk]] | None:
+                 touched: set[tuple[str, str]]) -> str | None:
+        """The document's text when it needs chunking ("" when it is empty), None when there is nothing to do."""
         if not w.prefetched:
             w.state = self.store.get_or_none(STATE, tenant_id, docstate_id(w.document_id))
             w.doc = None if w.op == "delete" else self.store.get_or_none(DOCUMENTS, tenant_id, w.document_id)
@@ -414,15 +437,7 @@ class EmbeddingPipeline:
                 rows = self.store.query(CHUNKS, tenant_id, [Cond("documentId", "=", w.document_id),
                                                             Cond("model", "=", m)])
                 w.reuse[m] = {r["hash"]: decode_vector(r["vector"]) for r in rows if r.get("vector")}
-        if not text.strip():
-            return iter(())
-
-        def gen() -> Iterator[tuple[str, Chunk]]:
-            for chunk in iter_chunks(text, cfg.chunking):
-                for m in w.models:
-                    yield m, chunk
-
-        return gen()
+        return text if text.strip() else ""
 
     def _start_batch(self, tenant_id: str, pending: list[_Pending], pool: ThreadPoolExecutor) -> _Batch:
         """Group a batch by model and hand the chunks without a vector to the embedding thread."""

@@ -6,11 +6,17 @@ before the chunks are written, and a saved partition records the version it refl
 (the worker) insists on an exact match and rebuilds from the stored chunks otherwise; a reader
 (the app) loads a newer saved copy when there is one and rebuilds only when nothing is saved,
 so a search never waits on a rebuild while the worker is simply mid-cycle.
+
+Graphs are kept up by ``catch_up`` (the worker's ``embeddings.index`` job), not by the pipeline's
+writes; a reader reloads a partition whose saved copy has more of its graph than its own, and a
+reader that had to rebuild a partition itself catches its graph up on a background thread.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +27,8 @@ from core.embeddings.changes import CHUNKS, STATE, state_with_prefix
 from core.embeddings.embedder import model_slug
 from core.embeddings.index import DEFAULT_ANN_THRESHOLD, AnnParams, Partition, VectorIndex
 from core.embeddings.pipeline import decode_vector, index_version_id
+
+log = logging.getLogger(__name__)
 
 
 class IndexManager:
@@ -36,6 +44,7 @@ class IndexManager:
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.RLock()
         self.rebuilds = 0  # partitions rebuilt from the store (for tests and the screen)
+        self._background: threading.Thread | None = None
 
     def index(self, model_key: str) -> VectorIndex:
         with self._lock:
@@ -65,6 +74,8 @@ class IndexManager:
             if want == 0 and part is None:
                 return None
             if part is not None and part.version == want:
+                if part.tail and not self.strict and idx.root is not None:
+                    part = self._newer_graph(idx, part)
                 return part
             folder = idx.folder(tenant_id, project) if idx.root is not None else None
             saved = Partition.saved_version(folder) if folder is not None else None
@@ -83,6 +94,44 @@ class IndexManager:
                 return part
             return self.rebuild(tenant_id, project, model_key, want)
 
+    def _newer_graph(self, idx: VectorIndex, part: Partition) -> Partition:
+        """A reader's partition with a tail: load the saved copy when the worker has since caught its graph up."""
+        folder = idx.folder(part.tenant_id, part.project)
+        saved = Partition.saved_state(folder)
+        if saved and saved["version"] == part.version and saved.get("graphed", 0) > part.graphed:
+            part = Partition.load(folder, self.ann_threshold, self.ann_params)
+            idx.put(part)
+        return part
+
+    def catch_up(self, max_seconds: float | None = None) -> int:
+        """Add written rows to the graphs of this process's partitions, saving each one caught up; rows added."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        done = 0
+        for idx in list(self._indexes.values()):
+            for key in idx.keys():
+                part = idx.get(*key)
+                while part is not None and part.needs_graph:
+                    done += part.catch_up(max_rows=8 * 4096)
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+                if part is not None and part.graph_dirty and idx.root is not None:
+                    part.save(idx.folder(*key))
+                if deadline is not None and time.monotonic() > deadline:
+                    return done
+        return done
+
+    def _catch_up_in_background(self) -> None:
+        def run() -> None:
+            try:
+                self.catch_up()
+            except Exception:  # a cache refresh: the next search scans the tail exactly meanwhile
+                log.exception("building vector index graphs failed")
+
+        with self._lock:
+            if self._background is None or not self._background.is_alive():
+                self._background = threading.Thread(target=run, name="index-graphs", daemon=True)
+                self._background.start()
+
     def rebuild(self, tenant_id: str, project: str, model_key: str, version: int | None = None) -> Partition:
         """Rebuild one partition from the stored chunks and save it."""
         with self._lock:
@@ -100,6 +149,8 @@ class IndexManager:
             if idx.root is not None:
                 part.save(idx.folder(tenant_id, project))
             self.rebuilds += 1
+            if part.needs_graph and not self.strict:
+                self._catch_up_in_background()  # the worker's job covers its own copies
             return part
 
     def fresh_tenant(self, tenant_id: str, model_key: str, project: str | None = None) -> list[Partition]:

@@ -2,25 +2,83 @@
 
 Real BPE tokenizers differ per model; chunk budgets only need a stable, slightly conservative
 count that costs far less than the embedding itself. Each CJK character counts as one token
-(BPE tokenizers give CJK about one token per character), each word or punctuation mark as one,
-and long words one more per five characters (they split into several sub-word tokens). On the
-demo documents this matches the Llama-2 tokenizer's median count and overestimates OpenAI's.
+(BPE tokenizers give CJK about one token per character), each punctuation mark or symbol as one,
+and each word one per started five characters (long words split into several sub-word tokens).
+On the demo documents this matches the Llama-2 tokenizer's median count and overestimates OpenAI's.
+
+``estimate_tokens`` counts one text with a regular expression. ``estimate_tokens_many`` counts
+many texts at once with numpy over a table of character classes, with exactly the same result:
+the pipeline counts every chunk it makes, and one numpy pass over a few hundred chunks costs a
+quarter of the regex's time and holds the GIL for little of it (the embedder thread needs it).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import lru_cache
 
+import numpy as np
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _TOKEN_RE = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"  # CJK: one per character
-    r"|\w{1,5}"  # words, one more token per five characters
+    rf"[^\W{_CJK}]{{1,5}}"  # words (letters, digits, underscore; not CJK), one token per five characters
+    rf"|[{_CJK}]"  # CJK: one per character
     r"|[^\w\s]"  # punctuation and symbols
 )
+_SPACE, _WORD, _CJK_CLASS, _SYMBOL = 0, 1, 2, 3
+
+
+@lru_cache(maxsize=1)
+def _classes() -> np.ndarray:
+    """Class of every code point, taken from the same regular expressions (built once, about 0.2 s)."""
+    every = "".join(chr(i) if not 0xD800 <= i < 0xE000 else " " for i in range(0x110000))
+    table = np.full(0x110000, _SYMBOL, dtype=np.uint8)
+    for pattern, cls in ((r"\w+", _WORD), (r"\s+", _SPACE), (f"[{_CJK}]+", _CJK_CLASS)):
+        for m in re.finditer(pattern, every):
+            table[m.start() : m.end()] = cls
+    table[0xD800:0xE000] = _SYMBOL  # lone surrogates: neither word nor space for the regex either
+    return table
 
 
 def estimate_tokens(text: str) -> int:
     """Approximate tokens in ``text`` (median within a few percent of the Llama-2 tokenizer on prose)."""
     return len(_TOKEN_RE.findall(text))
+
+
+def estimate_tokens_many(texts: Sequence[str]) -> list[int]:
+    """``estimate_tokens`` of each text, computed in vectorised passes of at most ``_PASS_CHARS``."""
+    out: list[int] = []
+    group: list[str] = []
+    size = 0
+    for t in texts:
+        if group and size + len(t) > _PASS_CHARS:
+            out += _count_pass(group)
+            group, size = [], 0
+        group.append(t)
+        size += len(t) + 1
+    if group:
+        out += _count_pass(group)
+    return out
+
+
+_PASS_CHARS = 1 << 16  # bounds the pass's arrays to about 1.5 MB, whatever the document's size
+
+
+def _count_pass(texts: list[str]) -> list[int]:
+    joined = "\n".join(texts)  # a space between texts, so no word runs across two of them
+    cls = _classes()[np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
+    word = cls == _WORD
+    run_start = word.copy()
+    run_start[1:] &= ~word[:-1]
+    pos = np.arange(cls.size, dtype=np.int32)
+    last_start = np.maximum.accumulate(np.where(run_start, pos, 0))
+    starts = (word & ((pos - last_start) % 5 == 0)) | (cls >= _CJK_CLASS)
+    total = np.zeros(cls.size + 1, dtype=np.int32)
+    np.cumsum(starts, out=total[1:])
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    ends = np.cumsum(lengths + 1) - 1
+    return (total[ends] - total[ends - lengths]).tolist()
 
 
 def truncate_to_tokens(text: str, max_tokens: int) -> str:
@@ -31,13 +89,3 @@ def truncate_to_tokens(text: str, max_tokens: int) -> str:
         if i == max_tokens:
             return text[: m.start()].rstrip()
     return text
-
-
-def split_by_tokens(text: str, max_tokens: int) -> list[str]:
-    """Cut ``text`` into pieces of at most ``max_tokens`` estimated tokens, at token starts."""
-    if max_tokens <= 0:
-        raise ValueError("max_tokens must be positive")
-    cuts = [m.start() for i, m in enumerate(_TOKEN_RE.finditer(text)) if i and i % max_tokens == 0]
-    bounds = [0, *cuts, len(text)]
-    pieces = (text[a:b].strip() for a, b in zip(bounds, bounds[1:], strict=False))
-    return [p for p in pieces if p]

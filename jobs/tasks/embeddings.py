@@ -28,6 +28,13 @@ def cycle(services: Services) -> dict[str, Any]:
     return out
 
 
+@schedule("embeddings.index", trigger="interval", seconds=15)
+def index_graphs(services: Services) -> dict[str, Any]:
+    """Add rows the pipeline wrote to the HNSW graphs of big partitions (search scans them exactly until then)."""
+    rows = services.embeddings.indexes.catch_up(max_seconds=20.0)
+    return {"rows": rows}
+
+
 @handler("embeddings.drain")
 def drain(ctx: TaskContext) -> dict[str, Any]:
     tenant_id = _tenant(ctx)

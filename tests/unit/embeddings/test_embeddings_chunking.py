@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.embeddings.chunking import ChunkingConfig, chunk_text, iter_chunks
+from core.embeddings.chunking import ChunkingConfig, chunk_documents, chunk_text, iter_chunks
 from core.embeddings.hashing import chunk_hash, document_fingerprint
 from core.embeddings.text import decode_document_text
-from core.embeddings.tokens import estimate_tokens, split_by_tokens, truncate_to_tokens
+from core.embeddings.tokens import estimate_tokens, estimate_tokens_many, truncate_to_tokens
 from core.errors import Invalid
 
 PROSE = (
@@ -141,7 +141,20 @@ def test_token_helpers() -> None:
     assert estimate_tokens("hello world.") == 3
     assert estimate_tokens("会議メモ") == 4
     assert truncate_to_tokens("one two three four", 2) == "one two"
-    assert split_by_tokens("a b c d e", 2) == ["a b", "c d", "e"]
+    assert estimate_tokens("Betriebsratsvereinbarung") == 5  # one token per started five letters
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=80), max_size=12))
+def test_vectorised_token_counts_equal_the_regex(texts: list[str]) -> None:
+    texts += ["ab会議 naïve café x² ½ — ‘quoted’ e\u0301 🎉 \ud800", "", "word " * 30]
+    assert estimate_tokens_many(texts) == [estimate_tokens(t) for t in texts]
+
+
+def test_chunk_documents_matches_iter_chunks() -> None:
+    texts = [PROSE * 3, "", "会議メモです。" * 80, "x" * 3000, PROSE]
+    cfg = ChunkingConfig(max_tokens=40, overlap_tokens=8)
+    assert chunk_documents(texts, cfg) == [list(iter_chunks(t, cfg)) for t in texts]
 
 
 def test_decode_encodings_and_refuse_binary() -> None:

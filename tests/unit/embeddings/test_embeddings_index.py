@@ -69,7 +69,8 @@ def test_ann_partition_agrees_with_exact_search() -> None:
     idx = VectorIndex(DIM, ann_threshold=1000, exact_below=1000)
     fill(idx, "t", "p", v)
     part = idx.get("t", "p")
-    assert part is not None and part.ann is not None
+    assert part is not None and part.ann is None and part.needs_graph  # writes never build the graph
+    assert idx.catch_up() == 6000 and part.ann is not None and part.tail == 0
     queries = l2_normalise(centres[rng.integers(0, 40, 50)] + 0.35 * rng.standard_normal((50, DIM)).astype(np.float32))
     recall = []
     for q in queries:
@@ -95,6 +96,7 @@ def test_fan_out_uses_graphs_of_mid_size_partitions_and_filtered_stays_exact() -
     idx = VectorIndex(DIM, ann_threshold=1500, exact_below=5000)
     for j, n in enumerate((3000, 2000, 1600, 400)):
         fill(idx, f"t{j % 2}", f"p{j}", clustered(n))
+    idx.catch_up()
     built = {k: p.ann is not None for k in idx.keys() if (p := idx.get(*k)) is not None}
     assert built == {("t0", "p0"): True, ("t1", "p1"): True, ("t0", "p2"): True, ("t1", "p3"): False}
     part = idx.get("t0", "p0")
@@ -132,6 +134,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     v = unit(rng, 800)
     fill(idx, "tenant/a", "big", v)
     fill(idx, "tenant/a", "small", v[:20])
+    idx.catch_up()
     idx.get("tenant/a", "big").version = 7  # type: ignore[union-attr]
     assert idx.save() == 2
     assert idx.save() == 0  # nothing changed since
@@ -166,3 +169,53 @@ def test_context_dedupes_respects_budget_and_lists_sources() -> None:
     assert [(s.number, s.document_id, s.chunk_ids) for s in ctx.sources] == [(1, "doc-a", ["a:0", "a:1"])]
     assert ctx.tokens <= 60
     assert assemble_context([], 100).empty
+
+
+def test_new_rows_are_searchable_before_the_graph_catches_up() -> None:
+    rng = np.random.default_rng(8)
+    centres = unit(rng, 20)
+    v = l2_normalise(centres[rng.integers(0, 20, 3000)] + 0.3 * rng.standard_normal((3000, DIM)).astype(np.float32))
+    idx = VectorIndex(DIM, ann_threshold=1000, exact_below=1000)
+    fill(idx, "t", "p", v[:2000])
+    idx.catch_up()
+    part = idx.get("t", "p")
+    assert part is not None and part.tail == 0
+    ids = [f"late-{i}" for i in range(1000)]
+    idx.upsert("t", "p", ids, v[2000:], ["late"] * 1000, ["files"] * 1000)
+    assert part.tail == 1000 and part.needs_graph
+    graph_calls = []
+    real = part.ann.search
+    part.ann.search = lambda *a, **kw: graph_calls.append(1) or real(*a, **kw)  # type: ignore[method-assign]
+    # a late row is its own best match: found through the exact tail scan, merged with the graph's answer
+    hits = idx.search(v[2500], 10, "t", "p")
+    assert graph_calls and hits[0].chunk_id == "late-500" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    exact = [h.chunk_id for h in idx.search(v[2500], 10, "t", "p", exact=True)]
+    assert len({h.chunk_id for h in hits} & set(exact)) >= 9
+    # deleting a tail row needs no graph work; catching up then covers the rest
+    part.remove(["late-501"])
+    assert part.catch_up(max_rows=300, step=100) == 300 and part.tail == 700
+    assert idx.catch_up() == 700 and part.tail == 0
+    assert all(h.chunk_id != "late-501" for h in idx.search(v[2501], 10, "t", "p"))
+
+
+def test_save_reuses_an_unchanged_graph_and_keeps_deletions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    idx = VectorIndex(DIM, root=tmp_path / "vectors", ann_threshold=300)
+    v = unit(rng, 700)
+    fill(idx, "t", "p", v[:600])
+    idx.catch_up()
+    idx.save()
+    folder = idx.folder("t", "p")
+    inode = (folder / "ann.usearch").stat().st_ino
+    fill(idx, "t", "q", v[600:])  # another partition: p is not saved again
+    idx.upsert("t", "p", ["tail-1"], v[600:601], ["doc-t"], ["files"])  # tail only: the graph file is re-used
+    idx.save()
+    assert (folder / "ann.usearch").stat().st_ino == inode
+    assert Partition.saved_state(folder) == {"version": 0, "rows": 601, "graphed": 600}
+    idx.get("t", "p").remove(["t-p-3"])  # type: ignore[union-attr]
+    idx.save()
+    assert (folder / "ann.usearch").stat().st_ino != inode  # the graph changed, so it was written anew
+    again = Partition.load(folder)
+    assert len(again) == 600 and again.tail == 1 and again.ann is not None
+    assert "t-p-3" not in again.slot and again.search(v[3], 1)[0].chunk_id != "t-p-3"
+    assert again.search(v[600], 1)[0].chunk_id == "tail-1"
