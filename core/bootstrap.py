@@ -149,7 +149,22 @@ class Services:
             self.store, self.audit, self.queue, embedders=self._override("embedders") or default_embedder_factories(s),
             default=self._override("embedder_default") or s.embedder, index_root=s.data_dir / "vectors",
             strict_index=bool(self._override("strict_index")), telemetry=telemetry,
+            vector_search=self._vector_search(),
         )
+
+    def _vector_search(self) -> Any:
+        """Cosmos DB vector search when the store is Cosmos; None (the embedded index) otherwise.
+
+        ``vector_search=None`` as an override turns it off (e.g. on the local Cosmos test server,
+        which has no VectorDistance); a ``cosmos_vector_search`` setting of False does the same.
+        """
+        if "vector_search" in self.overrides:
+            return self.overrides["vector_search"]
+        if self.store.backend != "cosmos" or not getattr(self.settings, "cosmos_vector_search", True):
+            return None
+        from core.adapters.cosmos_vector import CosmosVectorSearch
+
+        return CosmosVectorSearch.from_store(self.store)
 
     # integrations (issue 3)
     @cached_property

@@ -6,6 +6,7 @@ Add a feature's containers here (with the indexes its queries need).
 
 from __future__ import annotations
 
+from core.adapters.cosmos_vector import CHUNK_VECTORS, VectorContainerSpec
 from core.adapters.store import ContainerSpec as C
 
 CONTAINERS: tuple[C, ...] = (
@@ -24,7 +25,8 @@ CONTAINERS: tuple[C, ...] = (
     C("webhook_events", indexes=(("connectionId", "receivedAt"),)),
     # embeddings (issue 4)
     C("doc_changes", indexes=(("seq",), ("status", "seq"))),
-    C("chunks", indexes=(("documentId",), ("project",), ("model",))),
+    # vectors: one float-array path per embedding size, for Cosmos DB vector search (SQLite ignores them)
+    VectorContainerSpec("chunks", indexes=(("documentId",), ("project",), ("model",)), vectors=CHUNK_VECTORS),
     C("pipeline_state"),
     # prompts and experiments (issue 5)
     C("prompts", indexes=(("slot", "version"),)),

@@ -226,6 +226,8 @@ class CosmosStore(DocumentStore):
     def ensure_containers(self, specs: Sequence[ContainerSpec]) -> list[str]:
         from azure.cosmos import PartitionKey
 
+        from core.adapters.cosmos_vector import create_container
+
         client = self._get_client()
         self._call(
             lambda: client.create_database_if_not_exists(self.database_name, offer_throughput=self.database_throughput),
@@ -237,11 +239,10 @@ class CosmosStore(DocumentStore):
         for spec in specs:
             if spec.name in have:
                 continue
-            # create_if_not_exists: two migrations racing both succeed.
+            # create_if_not_exists: two migrations racing both succeed. A container with vector fields
+            # gets its vector embedding policy and vector indexes now: the policy's paths are fixed at creation.
             self._call(
-                partial(
-                    db.create_container_if_not_exists, id=spec.name, partition_key=PartitionKey(PARTITION_KEY_PATH)
-                ),
+                partial(create_container, db, spec, PartitionKey(PARTITION_KEY_PATH), f"Cosmos DB at {self.endpoint}"),
                 f"container {spec.name!r}",
             )
             created.append(spec.name)

@@ -51,6 +51,7 @@ from core.embeddings.chunking import Chunk, ChunkingConfig, chunk_documents, ite
 from core.embeddings.embedder import Embedder, model_slug
 from core.embeddings.hashing import chunk_hash, document_fingerprint
 from core.embeddings.index import Partition
+from core.embeddings.reconcile import document_version
 from core.embeddings.text import decode_document_text
 from core.errors import CastielError, Conflict, Invalid
 
@@ -635,6 +636,9 @@ class EmbeddingPipeline:
             src = w.source
             if w.outcome == "unchanged":
                 result.skipped_unchanged += 1
+                version = document_version(w.doc) if w.doc else None
+                if w.state is not None and version != old.get("docVersion"):  # what the reconcile sweep compares
+                    states.append({**{k: v for k, v in old.items() if k != "_etag"}, "docVersion": version})
                 continue
             result.documents += 1
             new_status = {"embedded": "embedded", "empty": "empty", "deleted": "deleted", "failed": "failed"}[
@@ -679,7 +683,8 @@ class EmbeddingPipeline:
             # the document's own state, written last (after its chunks)
             state = {"kind": "doc", "source": src, "project": w.project, "status": new_status, "models": new_models,
                      "title": (w.doc or {}).get("title") or old.get("title"), "updatedAt": at,
-                     "error": w.error, "attempts": attempts if w.outcome == "failed" else 0}
+                     "error": w.error, "attempts": attempts if w.outcome == "failed" else 0,
+                     "docVersion": document_version(w.doc) if w.doc else old.get("docVersion")}
             if new_status == "deleted":
                 try:
                     self.store.delete(STATE, tenant_id, docstate_id(w.document_id))

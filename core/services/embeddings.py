@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,10 +28,15 @@ from core.embeddings.context import AssembledContext, RetrievedChunk, assemble_c
 from core.embeddings.embedder import Embedder
 from core.embeddings.index import Hit
 from core.embeddings.pipeline import ROLLUP_KIND, ROLLUPS, CycleResult, EmbeddingPipeline, TenantConfig
+from core.embeddings.reconcile import ReconcileResult
+from core.embeddings.reconcile import reconcile as reconcile_changes
 from core.embeddings.store_index import IndexManager
 from core.errors import Invalid, NotFound
 from core.services.access import ADMIN, ML_ENGINEER, OPS, SYSTEM, Principal, require
 from core.services.audit import AuditLog
+
+if TYPE_CHECKING:
+    from core.adapters.cosmos_vector import ChunkVectorSearch
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +179,10 @@ class EmbeddingsService:
         telemetry: Any = None,
         ann_threshold: int | None = None,
         batch_size: int = 256,
+        vector_search: ChunkVectorSearch | None = None,
     ) -> None:
+        """``vector_search``: a store-side vector search (Cosmos DB) that answers searches for the sizes it
+        serves instead of the embedded index; the pipeline then also writes its fields on every chunk."""
         if default not in embedders:
             raise Invalid(f"unknown default embedder {default!r}; choose one of {sorted(embedders)}")
         self.store, self.audit, self.queue = store, audit, queue
@@ -188,8 +196,10 @@ class EmbeddingsService:
         if ann_threshold is not None:
             kwargs["ann_threshold"] = ann_threshold
         self.indexes = IndexManager(store, index_root, lambda key: self.embedder(key).dim, **kwargs)
+        self.vector_search = vector_search
         self.pipeline = EmbeddingPipeline(store, self.embedder, self.indexes, self.default_model,
-                                          batch_size=batch_size, on_embed=self._record_embed)
+                                          batch_size=batch_size, on_embed=self._record_embed,
+                                          chunk_fields=vector_search.chunk_fields if vector_search else None)
 
     # models -----------------------------------------------------------------------------
     def _named(self, name: str) -> Embedder:
@@ -272,6 +282,17 @@ class EmbeddingsService:
                     CHANGES, tid, [Cond("status", "=", "failed"), Cond("nextAttemptAt", "<=", now)]):
                 out.append(tid)
         return out
+
+    def reconcile(self, principal: Principal, tenant_id: str, full: bool = False) -> ReconcileResult:
+        """Record changes lost between a document write and its change record (see core.embeddings.reconcile)."""
+        require(principal, tenant_id, ACT_ROLES)
+        result = reconcile_changes(self.store, tenant_id, full=full)
+        if result.upserts_recorded or result.deletes_recorded:
+            log.warning("reconcile found %d written and %d deleted documents without a change record in %s",
+                        result.upserts_recorded, result.deletes_recorded, tenant_id)
+            self.audit.record(principal, tenant_id, "embeddings.reconcile", f"tenant:{tenant_id}",
+                              "documents written or deleted without a change record", after=result.as_dict())
+        return result
 
     # statistics -------------------------------------------------------------------------
     def source_stats(self, principal: Principal, tenant_id: str) -> list[SourceStats]:
@@ -557,23 +578,39 @@ class EmbeddingsService:
             raise Invalid("k must be between 1 and 100")
         t0 = time.perf_counter()
         model = self.active_model(tenant_id)
-        parts = self.indexes.fresh_tenant(tenant_id, model, project or None)
+        emb = self.embedder(model)
+        # The store's own vector search when it serves this model's size (then no local partition is
+        # loaded or rebuilt); otherwise the embedded index. Both answer with Hits, cosine, best first.
+        remote = self.vector_search if self.vector_search is not None and self.vector_search.serves(emb.dim) else None
+        if remote is None:
+            parts = self.indexes.fresh_tenant(tenant_id, model, project or None)
+            searched = sum(len(p) for p in parts)
+        else:
+            # An index-served COUNT with the search's own filters: exact for any tenant/project/source
+            # combination (the stats rollups are per source, not per project).
+            searched = remote.count(tenant_id, model, project or None, source)
         t1 = time.perf_counter()
-        searched = sum(len(p) for p in parts)
         if searched == 0:
             where = f"project {project!r}" if project else "this tenant"
             reason = (f"No embedded chunks in {where}" + (f" from source {source!r}" if source else "")
                       + ". Check the project name, or wait for the pipeline to embed its documents.")
             return SearchResult([], (time.perf_counter() - t0) * 1000, model, 0, reason)
-        qv = self.embedder(model).embed_query(query)
+        qv = emb.embed_query(query)
         t2 = time.perf_counter()
-        idx = self.indexes.index(model)
-        hits: list[Hit] = idx.search(qv, k, tenant_id=tenant_id, project=project or None, source=source)
+        hits: list[Hit]
+        if remote is None:
+            hits = self.indexes.index(model).search(qv, k, tenant_id=tenant_id, project=project or None,
+                                                    source=source)
+        else:
+            hits = remote.search(tenant_id, model, qv, k, project=project or None, source=source)
         t3 = time.perf_counter()
         ms = (t3 - t0) * 1000
         out = []
         for h in hits:
-            d = self.store.get_or_none(CHUNKS, tenant_id, h.chunk_id)
+            # Store-side hits carry the fields shown (read with the score); index hits are read here.
+            text = getattr(h, "text", None)
+            d = ({"title": getattr(h, "title", ""), "text": text, "ord": getattr(h, "ord", 0)} if text is not None
+                 else self.store.get_or_none(CHUNKS, tenant_id, h.chunk_id))
             if d is None:
                 continue
             out.append(SearchHit(h.chunk_id, h.document_id, d.get("title") or h.document_id, h.source, h.project,

@@ -35,6 +35,17 @@ def index_graphs(services: Services) -> dict[str, Any]:
     return {"rows": rows}
 
 
+@schedule("embeddings.reconcile", trigger="interval", minutes=10)
+def reconcile(services: Services) -> dict[str, Any]:
+    """Record document writes and deletes whose change record was lost (a crash between the two)."""
+    out: dict[str, Any] = {}
+    for tenant_id in services.tenants.all_ids():
+        r = services.embeddings.reconcile(SYSTEM, tenant_id)
+        if r.upserts_recorded or r.deletes_recorded:
+            out[tenant_id] = {"upserts": r.upserts_recorded, "deletes": r.deletes_recorded}
+    return out
+
+
 @handler("embeddings.drain")
 def drain(ctx: TaskContext) -> dict[str, Any]:
     tenant_id = _tenant(ctx)

@@ -40,7 +40,7 @@ def write_doc(svc: Services, tenant: str, doc_id: str, text: str | bytes, projec
     svc.store.upsert("documents", {
         "id": doc_id, "tenantId": tenant, "connectionId": "conn-1", "source": source, "sourceId": doc_id,
         "title": title or doc_id, "text": text, "project": project, "mimeType": "text/plain",
-        "updatedAt": clock.iso()})
+        "updatedAt": clock.iso(), "syncedAt": clock.iso()})
     if record:
         record_document_change(svc.store, tenant, doc_id, "upsert")
 

@@ -257,3 +257,28 @@ def test_screen_reads_use_id_ranges_and_merge_failed_and_dead(emb_services) -> N
         svc.store.upsert("doc_changes", {**{k: v for k, v in c.items() if k != "_etag"}, "status": status})
     assert [(f["seq"], f["status"]) for f in svc.embeddings.failed_items(SYSTEM, T, limit=2)] == [
         (3, "dead"), (2, "failed")]
+
+
+def test_reconcile_sweep_recovers_changes_lost_in_a_crash(emb_services) -> None:
+    svc = emb_services
+    write_doc(svc, T, "d1", "Renewal pricing was agreed with the buyer on Monday.")
+    write_doc(svc, T, "d2", "The security review is booked for Friday.")
+    drain(svc)
+    states = svc.store.query("pipeline_state", T, [Cond("id", "in", ["doc:d1", "doc:d2"])])
+    assert len(states) == 2 and all(s.get("docVersion") for s in states)
+    clean = svc.embeddings.reconcile(SYSTEM, T)
+    assert (clean.upserts_recorded, clean.deletes_recorded, clean.documents_checked) == (0, 0, 2)
+    # the worker died after storing d3 and before recording its change; d1 was deleted the same way
+    write_doc(svc, T, "d3", "Quarterly churn review found three at-risk accounts in Benelux.", record=False)
+    svc.store.delete("documents", T, "d1")
+    assert drain(svc)[0].status == "idle"  # the outbox knows nothing of either
+    found = svc.embeddings.reconcile(SYSTEM, T)
+    assert (found.upserts_recorded, found.deletes_recorded) == (1, 1)
+    assert found.since is not None and found.documents_checked <= 3  # only documents written since the last sweep
+    drain(svc)
+    assert chunks_of(svc, "d3") and chunks_of(svc, "d1") == []
+    hits = svc.embeddings.search(SYSTEM, T, "alpha", "churn review at-risk accounts", k=1).hits
+    assert hits[0].document_id == "d3"
+    again = svc.embeddings.reconcile(SYSTEM, T)
+    assert (again.upserts_recorded, again.deletes_recorded) == (0, 0)
+    assert len(svc.audit.search(SYSTEM, T, action="embeddings.reconcile").rows) == 1  # only the sweep that found some
