@@ -27,7 +27,7 @@ def kpi_tiles(k: Kpis) -> None:
     tiles = (
         ("backlog_age", "Backlog age", human_seconds(k.backlog_age_seconds), "age of the oldest unprocessed change"),
         ("backlog", "Backlog", f"{k.backlog:,}", f"alert over {BACKLOG_ALERT}"),
-        ("rate", "Rate", f"{k.rate_per_minute:,.1f}/min", "documents, last 15 minutes"),
+        ("rate", "Docs / min", f"{k.rate_per_minute:,.1f}", "documents processed per minute, last 15 minutes"),
         ("failure_rate", "Failure rate", f"{k.failure_rate:.1%}", f"alert over {FAILURE_RATE_ALERT:.0%}, last hour"),
         ("coverage", "Coverage", "—" if k.coverage is None else f"{k.coverage:.1%}", "documents embedded"),
         ("search_p95", "Search p95", "—" if k.search_p95_ms is None else f"{k.search_p95_ms:,.0f} ms",

@@ -2,13 +2,220 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from datetime import datetime, timedelta
+from typing import Any
+
 import streamlit as st
 
 from app.components.embedding_tiles import human_seconds, kpi_tiles
 from app.components.errors import handled
 from app.components.guard import page_context
 from app.components.tables import table_with_csv
+from core import clock
+from core.services.embeddings import Kpis
+
+# Tabs render lazily (only the open one runs), so each tab costs only when someone looks at it. Labels are
+# also the deep-link values: ?emb_tab=Failed+items opens that tab.
+TAB_TRENDS, TAB_FAILED, TAB_JOBS, TAB_ACTIONS, TAB_PLAYGROUND = (
+    "Sources and trends", "Failed items", "Jobs", "Actions", "Retrieval playground")
+JOB_STATUSES = ["all", "queued", "running", "succeeded", "failed", "dead", "cancelled"]
+ALL_SOURCES, CURRENT_MODEL, ALL_PROJECTS = "All sources", "(current)", "All projects"
+# Integer counts: without an explicit format Vega-Lite labels a flat series with decimals ("0.000000").
+COUNT_AXIS = {"format": ",d", "tickMinStep": 1}
+UTC_MINUTES = "utcyearmonthdatehoursminutes"
+CHART_HEIGHT, LEGEND_HEIGHT = 220, 46  # the legend row and its gap under the x axis
+
+
+def timeline_columns(timeline: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rollup rows as columns for the charts: UTC timestamps (buckets are UTC minutes) and integer counts."""
+    return {
+        "time": [f"{r['bucket']}:00Z" for r in timeline],
+        "processed": [int(r.get("processed") or 0) for r in timeline],
+        "failed": [int(r.get("failed") or 0) for r in timeline],
+        "backlog": [int(r.get("backlog") or 0) for r in timeline],
+    }
+
+
+def vega_datetime(at: datetime) -> dict[str, Any]:
+    # Vega-Lite's DateTime object; Streamlit's renderer drops a temporal domain given as epoch numbers
+    return {"year": at.year, "month": at.month, "date": at.day, "hours": at.hour, "minutes": at.minute,
+            "utc": True}
+
+
+def window_axis(hours: int) -> dict[str, Any]:
+    """The x axis spans the whole window in UTC, so a quiet stretch shows as a gap rather than a zoom.
+
+    It ends where the current bar ends (the next 5 minutes, or the next hour for hourly bars).
+    """
+    step = 60 if hours > 24 else 5
+    now = clock.now().replace(second=0, microsecond=0)
+    end = now - timedelta(minutes=(now.hour * 60 + now.minute) % step) + timedelta(minutes=step)
+    return {"field": "time", "type": "temporal", "title": "time (UTC)", "axis": {"format": "%a %H:%M"},
+            "scale": {"type": "utc", "domain": [vega_datetime(end - timedelta(hours=hours)), vega_datetime(end)]}}
+
+
+def outcome_chart(hours: int) -> dict[str, Any]:
+    """Stacked bars of documents processed and failed per 5 minutes (per hour for windows over a day).
+
+    A plain Vega-Lite spec: Vega folds the two columns and sums them per time bin in the browser, and the
+    server skips Altair's schema validation, which cost more than the rest of the page together.
+    """
+    unit = {"unit": "utcyearmonthdatehours"} if hours > 24 else {"unit": UTC_MINUTES, "step": 5}
+    return {
+        "height": CHART_HEIGHT + LEGEND_HEIGHT,  # plot as tall as the backlog chart's beside it
+        "transform": [{"fold": ["processed", "failed"], "as": ["outcome", "documents"]}],
+        "mark": {"type": "bar", "clip": True},
+        "encoding": {
+            "x": {**window_axis(hours), "timeUnit": unit},
+            "y": {"field": "documents", "type": "quantitative", "aggregate": "sum", "title": "documents",
+                  "axis": COUNT_AXIS},
+            "color": {"field": "outcome", "type": "nominal", "title": "outcome",
+                      "legend": {"orient": "bottom", "titleOrient": "left"},  # one row under the axis
+                      "scale": {"domain": ["processed", "failed"], "range": ["#2e7d32", "#c62828"]}},
+            "order": {"field": "outcome", "sort": "descending"},
+            "tooltip": [{"field": "time", "type": "temporal", "timeUnit": unit, "title": "from (UTC)"},
+                        {"field": "outcome", "type": "nominal"},
+                        {"field": "documents", "type": "quantitative", "aggregate": "sum", "format": ",d"}],
+        },
+    }
+
+
+def backlog_chart(hours: int) -> dict[str, Any]:
+    """Line of changes waiting at the end of each 5-minute bucket (points too, so one bucket still shows)."""
+    return {
+        "height": CHART_HEIGHT,
+        "mark": {"type": "line", "interpolate": "step-after", "color": "#3b5bdb", "point": True, "clip": True},
+        "encoding": {
+            "x": window_axis(hours),
+            "y": {"field": "backlog", "type": "quantitative", "title": "changes waiting", "axis": COUNT_AXIS,
+                  "scale": {"zero": True}},
+            "tooltip": [{"field": "time", "type": "temporal", "timeUnit": UTC_MINUTES, "title": "time (UTC)"},
+                        {"field": "backlog", "type": "quantitative", "format": ",d"}],
+        },
+    }
+
+
+def source_rows(stats: list[Any]) -> list[dict[str, Any]]:
+    return [{"source": s.source, "documents": s.docs_total, "embedded": s.docs_embedded,
+             "coverage %": None if s.coverage is None else round(s.coverage * 100, 1), "chunks": s.chunks,
+             "backlog": s.backlog, "failed": s.docs_failed, "dead-lettered": s.docs_dead,
+             "failure rate %": round(s.failure_rate * 100, 2), "empty": s.docs_empty,
+             "models": ", ".join(s.model_mix), "last processed": s.last_processed_at} for s in stats]
+
+
+def sources_and_trends(tenant_id: str, stats: list[Any]) -> None:
+    if stats:
+        st.dataframe(source_rows(stats), hide_index=True, width="stretch", key="emb_sources")
+    hours = st.segmented_control("Window", [6, 24, 72], default=24, key="emb_window",
+                                 format_func=lambda h: f"{h} h") or 24
+    timeline = svc.timeline(ctx.principal, tenant_id, hours=float(hours))
+    if not timeline:
+        st.info("No pipeline activity in this window.", icon=":material/timeline:")
+        return
+    data = timeline_columns(timeline)
+    c1, c2 = st.columns(2)
+    c1.markdown(f"**Documents processed and failed** (per {'hour' if hours > 24 else '5 minutes'})")
+    c1.vega_lite_chart(data, outcome_chart(hours), width="stretch")
+    c2.markdown("**Backlog** (changes waiting)")
+    c2.vega_lite_chart(data, backlog_chart(hours), width="stretch")
+
+
+def failed_items(tenant_id: str) -> None:
+    failed = svc.failed_items(ctx.principal, tenant_id)
+    if not failed:
+        st.success("No failed items.", icon=":material/check_circle:")
+        return
+    table_with_csv(failed, key="emb_failed", file_name="embedding-failures.csv")
+    with st.form("emb_retry_form"):
+        reason = st.text_input("Reason", key="emb_retry_reason", placeholder="e.g. provider back up")
+        if st.form_submit_button("Retry failed items", icon=":material/replay:"):
+            n = svc.retry_failed(ctx.principal, tenant_id, reason)
+            st.success(f"{n} items queued for retry.")
+
+
+def jobs_table(tenant_id: str) -> None:
+    status = st.selectbox("Status", JOB_STATUSES, key="emb_jobs_status", width=240)
+    jobs = svc.jobs(ctx.principal, tenant_id, None if status == "all" else status)
+    table_with_csv([{k: j.get(k) for k in ("id", "kind", "status", "createdAt", "attempts", "progressMessage",
+                                            "lastError", "reason")} for j in jobs],
+                   key="emb_jobs", file_name="embedding-jobs.csv", empty="No embedding jobs with this status.")
+
+
+def actions(tenant_id: str, kpis: Kpis, stats: list[Any]) -> None:
+    a1, a2 = st.columns(2)
+    with a1.form("emb_pause_form"):
+        st.markdown("**Pause or resume the pipeline**")
+        reason = st.text_input("Reason", key="emb_pause_reason", placeholder="e.g. embedding provider outage")
+        label = "Resume pipeline" if kpis.paused else "Pause pipeline"
+        if st.form_submit_button(label, icon=":material/play_arrow:" if kpis.paused else ":material/pause:"):
+            svc.set_paused(ctx.principal, tenant_id, not kpis.paused, reason)
+            st.success("Pipeline resumed." if kpis.paused else "Pipeline paused.")
+            st.rerun()
+    with a2.form("emb_reembed_form"):
+        st.markdown("**Re-embed** (estimate first; nothing is queued until you confirm)")
+        source = st.selectbox("Re-embed source", [ALL_SOURCES] + [s.source for s in stats], key="emb_reembed_source")
+        model = st.selectbox("With model", [CURRENT_MODEL, *svc.model_names()], key="emb_reembed_model")
+        reason = st.text_input("Reason", key="emb_reembed_reason", placeholder="e.g. new chunking settings")
+        if st.form_submit_button("Estimate re-embed", icon=":material/calculate:"):
+            est = svc.estimate_reembed(ctx.principal, tenant_id, None if source == ALL_SOURCES else source,
+                                       None if model == CURRENT_MODEL else model)
+            st.session_state["emb_estimate"] = {"source": source, "model": model, "reason": reason,
+                                                "est": est.__dict__}
+    pending = st.session_state.get("emb_estimate")
+    if not pending:
+        return
+    e = pending["est"]
+    st.info(f"Re-embedding **{pending['source']}** with **{e['model']}**: {e['documents']:,} documents, "
+            f"about {e['chunks']:,} chunks ({e['tokens']:,} tokens), roughly {human_seconds(e['seconds'])} "
+            f"at {e['rate_chunks_per_second']:,.0f} chunks/s, embedding cost ${e['cost_usd']:,.4f}. "
+            "Search keeps serving the current vectors until the new ones are complete.", icon=":material/info:")
+    b1, b2, _ = st.columns([1, 1, 4])
+    if b1.button("Confirm re-embed", key="emb_reembed_confirm", type="primary"):
+        job = svc.request_reembed(ctx.principal, tenant_id, pending["reason"],
+                                  None if pending["source"] == ALL_SOURCES else pending["source"],
+                                  None if pending["model"] == CURRENT_MODEL else pending["model"])
+        st.session_state.pop("emb_estimate", None)
+        st.success(f"Re-embed queued as job {job['id']}.")
+    if b2.button("Cancel", key="emb_reembed_cancel"):
+        st.session_state.pop("emb_estimate", None)
+        st.rerun()
+
+
+@st.fragment
+def playground(tenant_id: str) -> None:
+    """A fragment: a search reruns only the playground, not the tiles and tables above it."""
+    latency = st.container()  # filled last, so it includes a search made in this run
+    with handled():
+        projects = svc.projects(ctx.principal, tenant_id)
+        with st.form("emb_search_form"):
+            c1, c2, c3 = st.columns([2, 4, 1])
+            project = c1.selectbox("Project", [ALL_PROJECTS, *projects], key="emb_project")
+            question = c2.text_input("Question", key="emb_question", placeholder="e.g. what did legal ask for?")
+            k = c3.number_input("Top k", 1, 50, 8, key="emb_k")
+            typed = st.text_input("…or another project name", key="emb_project_typed",
+                                  help="Search a project that is not in the list (shows what an empty filter does).")
+            submitted = st.form_submit_button("Search", icon=":material/search:")
+        if submitted:
+            search(tenant_id, typed.strip() or (None if project == ALL_PROJECTS else project), question, int(k))
+    with latency, handled():
+        p50, p95, n = svc.search_latency(tenant_id)
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Search p50", "—" if p50 is None else f"{p50:,.1f} ms", border=True)
+        m2.metric("Search p95", "—" if p95 is None else f"{p95:,.1f} ms", border=True)
+        m3.metric("Searches sampled", n, border=True)
+
+
+def search(tenant_id: str, project: str | None, question: str, k: int) -> None:
+    res = svc.search(ctx.principal, tenant_id, project, question, k=k)
+    st.caption(f"{len(res.hits)} results in {res.latency_ms:,.1f} ms over {res.searched_chunks:,} chunks "
+               f"(model {res.model})")
+    if not res.hits:
+        st.info(res.empty_reason or "Nothing matched.", icon=":material/search_off:")
+        return
+    st.dataframe([{"score": round(h.score, 4), "title": h.title, "project": h.project, "source": h.source,
+                   "chunk": h.ord, "text": h.text[:400]} for h in res.hits], hide_index=True, width="stretch",
+                 key="emb_results")
+
 
 ctx = page_context("embedding_jobs")
 svc = ctx.services.embeddings
@@ -23,8 +230,8 @@ with handled():
     stats = svc.source_stats(ctx.principal, tenant_id)
 
     if kpis.paused:
-        st.warning("The pipeline is paused for this tenant: changes are queued but not embedded.",
-                   icon=":material/pause_circle:")
+        st.warning(f"The pipeline is paused for this tenant: changes are queued but not embedded. Resume it on "
+                   f"the {TAB_ACTIONS} tab.", icon=":material/pause_circle:")
     kpi_tiles(kpis)
     mix = ", ".join(f"{m} ({n:,} chunks)" for m, n in kpis.model_mix.items()) or "none yet"
     target = f" · moving to **{kpis.target_model}** in the background" if kpis.target_model else ""
@@ -36,115 +243,21 @@ with handled():
                 "Integrations screen; synced documents are embedded on the next worker cycle.",
                 icon=":material/hourglass_empty:")
 
-    tab_overview, tab_failed, tab_jobs, tab_play = st.tabs(["Sources and trends", "Failed items", "Jobs",
-                                                            "Retrieval playground"])
-
-    with tab_overview:
-        if stats:
-            rows = [{"source": s.source, "documents": s.docs_total, "embedded": s.docs_embedded,
-                     "coverage": None if s.coverage is None else round(s.coverage * 100, 1),
-                     "chunks": s.chunks, "backlog": s.backlog, "failed": s.docs_failed, "dead-lettered": s.docs_dead,
-                     "failure rate %": round(s.failure_rate * 100, 2), "empty": s.docs_empty,
-                     "models": ", ".join(s.model_mix), "last processed": s.last_processed_at} for s in stats]
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="emb_sources")
-        hours = st.segmented_control("Window", [6, 24, 72], default=24, key="emb_window",
-                                     format_func=lambda h: f"{h} h")
-        timeline = svc.timeline(ctx.principal, tenant_id, hours=float(hours or 24))
-        if timeline:
-            df = pd.DataFrame([{"time": pd.to_datetime(r["bucket"]), "processed": int(r.get("processed") or 0),
-                                "failed": int(r.get("failed") or 0), "backlog": int(r.get("backlog") or 0),
-                                "chunks": int(r.get("chunks") or 0)} for r in timeline]).set_index("time")
-            c1, c2 = st.columns(2)
-            c1.markdown("**Documents processed and failed** (per 5 minutes)")
-            c1.bar_chart(df[["processed", "failed"]], color=["#2e7d32", "#c62828"], height=220)
-            c2.markdown("**Backlog** (changes waiting)")
-            c2.line_chart(df[["backlog"]], height=220)
-        else:
-            st.info("No pipeline activity in this window.")
-
-        st.subheader("Actions")
-        a1, a2 = st.columns(2)
-        with a1.form("emb_pause_form"):
-            reason = st.text_input("Reason", key="emb_pause_reason", placeholder="e.g. embedding provider outage")
-            label = "Resume pipeline" if kpis.paused else "Pause pipeline"
-            if st.form_submit_button(label, icon=":material/play_arrow:" if kpis.paused else ":material/pause:"):
-                svc.set_paused(ctx.principal, tenant_id, not kpis.paused, reason)
-                st.success("Pipeline resumed." if kpis.paused else "Pipeline paused.")
-                st.rerun()
-        with a2.form("emb_reembed_form"):
-            sources = ["All sources"] + [s.source for s in stats]
-            source = st.selectbox("Re-embed source", sources, key="emb_reembed_source")
-            models = svc.model_names()
-            model = st.selectbox("With model", ["(current)"] + models, key="emb_reembed_model")
-            reason = st.text_input("Reason", key="emb_reembed_reason", placeholder="e.g. new chunking settings")
-            if st.form_submit_button("Estimate re-embed", icon=":material/calculate:"):
-                est = svc.estimate_reembed(ctx.principal, tenant_id, None if source == "All sources" else source,
-                                           None if model == "(current)" else model)
-                st.session_state["emb_estimate"] = {"source": source, "model": model, "reason": reason,
-                                                    "est": est.__dict__}
-        pending = st.session_state.get("emb_estimate")
-        if pending:
-            e = pending["est"]
-            st.info(f"Re-embedding **{pending['source']}** with **{e['model']}**: {e['documents']:,} documents, "
-                    f"about {e['chunks']:,} chunks ({e['tokens']:,} tokens), roughly {human_seconds(e['seconds'])} "
-                    f"at {e['rate_chunks_per_second']:,.0f} chunks/s, embedding cost ${e['cost_usd']:,.4f}. "
-                    "Search keeps serving the current vectors until the new ones are complete.",
-                    icon=":material/info:")
-            b1, b2, _ = st.columns([1, 1, 4])
-            if b1.button("Confirm re-embed", key="emb_reembed_confirm", type="primary"):
-                job = svc.request_reembed(ctx.principal, tenant_id, pending["reason"],
-                                          None if pending["source"] == "All sources" else pending["source"],
-                                          None if pending["model"] == "(current)" else pending["model"])
-                st.session_state.pop("emb_estimate", None)
-                st.success(f"Re-embed queued as job {job['id']}.")
-            if b2.button("Cancel", key="emb_reembed_cancel"):
-                st.session_state.pop("emb_estimate", None)
-                st.rerun()
-
-    with tab_failed:
-        failed = svc.failed_items(ctx.principal, tenant_id)
-        if not failed:
-            st.success("No failed items.", icon=":material/check_circle:")
-        else:
-            table_with_csv(failed, key="emb_failed", file_name="embedding-failures.csv")
-            with st.form("emb_retry_form"):
-                reason = st.text_input("Reason", key="emb_retry_reason", placeholder="e.g. provider back up")
-                if st.form_submit_button("Retry failed items", icon=":material/replay:"):
-                    n = svc.retry_failed(ctx.principal, tenant_id, reason)
-                    st.success(f"{n} items queued for retry.")
-
-    with tab_jobs:
-        status = st.selectbox("Status", ["all", "queued", "running", "succeeded", "failed", "dead", "cancelled"],
-                              key="emb_jobs_status")
-        jobs = svc.jobs(ctx.principal, tenant_id, None if status == "all" else status)
-        table_with_csv([{k: j.get(k) for k in ("id", "kind", "status", "createdAt", "attempts", "progressMessage",
-                                                "lastError", "reason")} for j in jobs],
-                       key="emb_jobs", file_name="embedding-jobs.csv", empty="No embedding jobs with this status.")
-
-    with tab_play:
-        p50, p95, n = svc.search_latency(tenant_id)
-        m1, m2, m3 = st.columns(3)
-        m1.metric("Search p50", "—" if p50 is None else f"{p50:,.1f} ms", border=True)
-        m2.metric("Search p95", "—" if p95 is None else f"{p95:,.1f} ms", border=True)
-        m3.metric("Searches sampled", n, border=True)
-        projects = svc.projects(ctx.principal, tenant_id)
-        with st.form("emb_search_form"):
-            c1, c2, c3 = st.columns([2, 4, 1])
-            project = c1.selectbox("Project", ["All projects", *projects], key="emb_project")
-            question = c2.text_input("Question", key="emb_question", placeholder="e.g. what did legal ask for?")
-            k = c3.number_input("Top k", 1, 50, 8, key="emb_k")
-            typed = st.text_input("…or another project name", key="emb_project_typed",
-                                  help="Search a project that is not in the list (shows what an empty filter does).")
-            submitted = st.form_submit_button("Search", icon=":material/search:")
-        if submitted:
-            chosen = typed.strip() or (None if project == "All projects" else project)
-            res = svc.search(ctx.principal, tenant_id, chosen, question, k=int(k))
-            st.caption(f"{len(res.hits)} results in {res.latency_ms:,.1f} ms over {res.searched_chunks:,} chunks "
-                       f"(model {res.model})")
-            if not res.hits:
-                st.info(res.empty_reason or "Nothing matched.", icon=":material/search_off:")
-            else:
-                st.dataframe(pd.DataFrame([{"score": round(h.score, 4), "title": h.title, "project": h.project,
-                                            "source": h.source, "chunk": h.ord, "text": h.text[:400]}
-                                           for h in res.hits]), hide_index=True, width="stretch",
-                             key="emb_results")
+    tab_trends, tab_failed, tab_jobs, tab_actions, tab_play = st.tabs(
+        [TAB_TRENDS, TAB_FAILED, TAB_JOBS, TAB_ACTIONS, TAB_PLAYGROUND], key="emb_tab", on_change="rerun",
+        bind="query-params")
+    if tab_trends.open:
+        with tab_trends:
+            sources_and_trends(tenant_id, stats)
+    if tab_failed.open:
+        with tab_failed:
+            failed_items(tenant_id)
+    if tab_jobs.open:
+        with tab_jobs:
+            jobs_table(tenant_id)
+    if tab_actions.open:
+        with tab_actions:
+            actions(tenant_id, kpis, stats)
+    if tab_play.open:
+        with tab_play:
+            playground(tenant_id)

@@ -1,6 +1,12 @@
-"""Embedding jobs screen under AppTest: tiles, empty states, playground, and the audited actions."""
+"""Embedding jobs screen under AppTest: tiles, charts, lazy tabs, empty states, playground, audited actions."""
 
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+from streamlit.testing.v1 import AppTest
 
 from core import clock
 from core.embeddings.changes import record_document_change
@@ -26,6 +32,29 @@ def frame_with(at, column: str):
         if column in df.value.columns:
             return df.value
     raise AssertionError(f"no table with column {column!r}")
+
+
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Select a tab (tabs are stateful and lazy: only the open one is built) and rerun."""
+    at.session_state["emb_tab"] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> list[tuple[dict, dict]]:
+    """Each Vega-Lite chart on the page as (spec, data as columns)."""
+    out = []
+    for chart in at.get("vega_lite_chart"):
+        table = pa.ipc.open_stream(chart.proto.data.data).read_all()
+        out.append((json.loads(chart.proto.spec), table.to_pydict()))
+    return out
+
+
+def window(spec: dict) -> tuple[datetime, datetime]:
+    """The x-axis domain of a chart (Vega-Lite DateTime objects in UTC)."""
+    return tuple(datetime(d["year"], d["month"], d["date"], d["hours"], d["minutes"], tzinfo=UTC)
+                 for d in spec["encoding"]["x"]["scale"]["domain"])
 
 
 def put_documents(services, tenant: str) -> None:
@@ -57,6 +86,10 @@ def test_tiles_sources_and_failed_items(app_env, services, principals, two_tenan
     assert ":red-badge[over threshold]" in page  # failure rate above 5 % is coloured as an alert
     sources = frame_with(at, "embedded")
     assert list(sources["source"]) == ["localfiles"] and int(sources["chunks"][0]) == 5
+    # closed tabs are not built: the failed items table appears only once its tab is opened
+    assert not any("documentId" in df.value.columns for df in at.dataframe)
+    open_tab(at, "Failed items")
+    assert not any("embedded" in df.value.columns for df in at.dataframe)
     failed = frame_with(at, "documentId")
     assert list(failed["documentId"]) == ["broken"] and "binary content" in failed["error"][0]
     # retry needs a reason, then queues the item again (audited)
@@ -65,17 +98,59 @@ def test_tiles_sources_and_failed_items(app_env, services, principals, two_tenan
     assert "1 items queued for retry" in texts(at)
     audit = services.store.query("audit", two_tenants[0], {"action": "embeddings.retry_failed"})
     assert audit and audit[0]["reason"] == "checked the file"
+    assert [b.label for b in at.get("download_button")] == ["Download CSV"]  # the failures export
+
+
+def test_charts_count_documents_with_integer_axes(app_env, services, principals, two_tenants) -> None:
+    put_documents(services, two_tenants[0])
+    at = open_page("embedding_jobs", principals["ops"])
+    (bars, bar_data), (line, line_data) = charts(at)
+    # the rollup of the one pipeline cycle: 5 documents embedded, the binary one failed, nothing waiting
+    assert bar_data["processed"] == [5] and bar_data["failed"] == [1] and line_data["backlog"] == [0]
+    assert bar_data["time"][0].endswith(":00Z")  # buckets are UTC; the browser must not read them as local
+    assert bars["transform"][0]["fold"] == ["processed", "failed"]
+    assert bars["encoding"]["y"]["aggregate"] == "sum"
+    # counts get integer labels (a flat backlog of 0 used to be labelled "0.000000")
+    for spec in (bars, line):
+        assert spec["encoding"]["y"]["axis"]["format"] == ",d"
+        assert spec["encoding"]["y"]["axis"]["tickMinStep"] == 1
+    assert bars["encoding"]["x"]["timeUnit"]["step"] == 5  # 5-minute bins for the default 24 h window
+    # the x axis spans the chosen window up to the end of the current bar; over a day the bars are hourly
+    start, end = window(line)
+    assert end - start == timedelta(hours=24) and timedelta(0) < end - clock.now() <= timedelta(minutes=5)
+    assert window(bars) == (start, end)
+    at.button_group(key="emb_window").set_value(72).run()
+    (bars, _), (line, _) = charts(at)
+    start, end = window(line)
+    assert end - start == timedelta(hours=72) and end.minute == 0
+    assert bars["encoding"]["x"]["timeUnit"] == {"unit": "utcyearmonthdatehours"}
+    assert "per hour" in texts(at)
+
+
+def test_tabs_are_deep_links(app_env, services, principals, two_tenants) -> None:
+    put_documents(services, two_tenants[0])
+    at = open_page("embedding_jobs", principals["ops"])
+    at.query_params["emb_tab"] = "Jobs"
+    at.run()
+    assert not at.exception, at.exception
+    assert [s.key for s in at.selectbox] == ["emb_jobs_status"]  # the Jobs tab, and nothing else, was built
+    assert "No embedding jobs with this status." in texts(at)
+    assert not at.get("vega_lite_chart")
 
 
 def test_empty_tenant_shows_empty_state(app_env, services, principals, two_tenants) -> None:
     at = open_page("embedding_jobs", principals["ml_engineer"])
     assert not at.exception
     assert "No documents have reached the pipeline" in texts(at)
+    assert "No pipeline activity in this window." in texts(at) and not at.get("vega_lite_chart")
+    assert "No failed items." in texts(open_tab(at, "Failed items"))
 
 
 def test_playground_results_and_empty_project(app_env, services, principals, two_tenants) -> None:
     put_documents(services, two_tenants[0])
     at = open_page("embedding_jobs", principals["ml_engineer"])
+    open_tab(at, "Retrieval playground")
+    assert {m.label: m.value for m in at.metric}["Search p95"] == "—"  # nothing sampled yet
     at.selectbox(key="emb_project").select("northwind")
     at.text_input(key="emb_question").input("liability cap in the contract")
     at.button(key="FormSubmitter:emb_search_form-Search").click().run()
@@ -83,23 +158,28 @@ def test_playground_results_and_empty_project(app_env, services, principals, two
     results = frame_with(at, "score")
     assert set(results["project"]) == {"northwind"}
     assert "liability cap" in results["text"][0]
+    latency = {m.label: m.value for m in at.metric}
+    assert latency["Searches sampled"] == "1" and latency["Search p50"].endswith("ms")  # includes this search
     # a project filter that matches nothing gives a clear empty state, not an error
     at.text_input(key="emb_project_typed").input("no-such-project")
     at.button(key="FormSubmitter:emb_search_form-Search").click().run()
     assert "No embedded chunks in project 'no-such-project'" in texts(at)
     assert not at.error
-    p95 = {m.label: m.value for m in at.metric}["Search p95"]
-    assert p95.endswith("ms")  # the searches above were sampled
+    # a filter that matches nothing runs no vector search, so it adds no latency sample
+    assert {m.label: m.value for m in at.metric}["Searches sampled"] == "1"
 
 
 def test_pause_and_reembed_with_estimate(app_env, services, principals, two_tenants) -> None:
     put_documents(services, two_tenants[0])
-    at = open_page("embedding_jobs", principals["ops"])
+    at = open_tab(open_page("embedding_jobs", principals["ops"]), "Actions")
     at.text_input(key="emb_pause_reason").input("provider maintenance")
     at.button(key="FormSubmitter:emb_pause_form-Pause pipeline").click().run()
     assert not at.exception
     assert services.embeddings.config(two_tenants[0]).paused
     assert "The pipeline is paused" in texts(at)
+    assert services.store.query("audit", two_tenants[0], {"action": "embeddings.pause"})
+    # still on the Actions tab after the rerun, now offering to resume
+    assert at.button(key="FormSubmitter:emb_pause_form-Resume pipeline")
     at.selectbox(key="emb_reembed_model").select("local-128")
     at.text_input(key="emb_reembed_reason").input("try the smaller model")
     at.button(key="FormSubmitter:emb_reembed_form-Estimate re-embed").click().run()
