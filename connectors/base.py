@@ -49,6 +49,11 @@ Shape
                  creates missing / renews soon-expiring change-notification subscriptions
                  (Microsoft Graph); each dict has ``id``, ``resource``, ``expiresAt`` (iso). Others
                  return the list unchanged.
+    consent() -> connectors.oauth2.ConsentFlow
+                 the authorization-code consent of this vendor (class attr ``oauth_consent = True``):
+                 ``begin(redirect_uri, state)`` -> authorize URL + secret to keep sealed,
+                 ``complete(secret, redirect_uri, params)`` -> new tokens to merge into the credentials.
+                 Raises Invalid for connectors without one, ConfigError when the app keys are missing.
     close()      releases HTTP sessions; connectors are also context managers.
 
 ``TokenStore``  ``save(tokens: dict) -> None``: called whenever a token is refreshed so the caller
@@ -90,10 +95,13 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from connectors.retry import RetryPolicy
 from core.errors import Invalid
+
+if TYPE_CHECKING:
+    from connectors.oauth2 import ConsentFlow
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,7 @@ class Connector(ABC):
     credential_fields: tuple[ConfigField, ...] = ()
     supports_write: frozenset[str] = frozenset()
     webhooks: bool = False
+    oauth_consent: bool = False  # True when ``consent()`` can connect the account at the vendor
 
     def __init__(
         self,
@@ -257,6 +266,12 @@ class Connector(ABC):
 
     def manage_subscriptions(self, subscriptions: list[dict[str, Any]], notification_url: str) -> list[dict[str, Any]]:
         return list(subscriptions)
+
+    # -- consent ------------------------------------------------------------------------------
+    def consent(self) -> ConsentFlow:
+        """The vendor's authorization-code consent (connectors with ``oauth_consent`` override this)."""
+        raise Invalid(f"{self.label} accounts are not connected through a consent page; enter the token in the "
+                      "connection's credentials instead")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
 from connectors.http import JsonApi, httpx_client, parse_json, requests_session
-from connectors.oauth2 import MsalTokenProvider
+from connectors.oauth2 import MsalConsent, MsalTokenProvider
 from connectors.pagination import NextLinkPaginator
 from connectors.text import as_date, as_float, as_timestamp, require
 from connectors.webhooks import header, verify_shared_secret
@@ -139,6 +139,7 @@ class Dynamics365Connector(Connector):
     )
     supports_write = frozenset(WRITE_FIELDS)
     webhooks = True
+    oauth_consent = True
 
     def __init__(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         config = dict(config or {})
@@ -165,6 +166,10 @@ class Dynamics365Connector(Connector):
             headers={"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"},
         )
         self.api = JsonApi(VENDOR, self.http, self.retry, auth=self.auth)
+
+    def consent(self) -> MsalConsent:
+        """Delegated consent to act as the signed-in user in this environment (msal's auth-code flow)."""
+        return MsalConsent(self.auth, [f"{self.environment_url}/user_impersonation"])
 
     def test_connection(self) -> str:
         who = self.api.get_json(f"{self.api_root}/WhoAmI")

@@ -28,7 +28,7 @@ from googleapiclient.errors import HttpError
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
 from connectors.http import httpx_client
-from connectors.oauth2 import OAuth2Client, TokenProvider
+from connectors.oauth2 import OAuth2Client, OAuth2Consent, TokenProvider
 from connectors.pagination import PageTokenPaginator
 from connectors.retry import error_for_status, is_transport_error, transport_error
 from connectors.text import as_timestamp, can_extract, extract_text, mime_for_name, require
@@ -74,6 +74,8 @@ class GoogleDriveConnector(Connector):
     config_fields = (
         ConfigField("api_url", "API URL", required=False, default="https://www.googleapis.com"),
         ConfigField("token_uri", "Token URI", required=False, default="https://oauth2.googleapis.com/token"),
+        ConfigField("auth_uri", "Consent page URI", required=False,
+                    default="https://accounts.google.com/o/oauth2/v2/auth"),
         ConfigField("page_size", "Files per page", required=False, default=200),
         ConfigField("max_content_mb", "Largest file to read (MB)", required=False, default=20),
         ConfigField("refresh_token_lifetime_days", "Refresh token lifetime (days)", required=False),
@@ -82,10 +84,13 @@ class GoogleDriveConnector(Connector):
     credential_fields = (
         ConfigField("client_id", "OAuth client id", secret=True),
         ConfigField("client_secret", "OAuth client secret", secret=True),
-        ConfigField("refresh_token", "Refresh token", secret=True),
+        ConfigField("refresh_token", "Refresh token", required=False, secret=True,
+                    help="Or leave blank and use Connect with Google Drive"),
         ConfigField("webhook_secret", "Channel token", required=False, secret=True),
     )
     webhooks = True
+    oauth_consent = True
+    CONSENT_SCOPES = ("https://www.googleapis.com/auth/drive.readonly",)
 
     def __init__(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         config = dict(config or {})
@@ -106,6 +111,7 @@ class GoogleDriveConnector(Connector):
             credentials=self.credentials,
             http=self._token_http,
             retry=self.retry,
+            grant="refresh_token" if self.credentials.get("refresh_token") else "authorization_code",
             token_store=self.token_store,
             refresh_token_lifetime_days=float(lifetime) if lifetime else None,
         )
@@ -122,6 +128,13 @@ class GoogleDriveConnector(Connector):
         self._changes = self.service.changes()
         self._folder_names: dict[str, str | None] = {}
         self._root_id: str | None = None
+
+    def consent(self) -> OAuth2Consent:
+        """Google's web-server flow with PKCE; offline access + a consent prompt so a refresh token is issued."""
+        return OAuth2Consent(
+            self.auth, str(self.config.get("auth_uri") or "https://accounts.google.com/o/oauth2/v2/auth"),
+            self.CONSENT_SCOPES, pkce=True, extra_params={"access_type": "offline", "prompt": "consent"},
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
     def _map(self, exc: HttpError) -> CastielError:

@@ -20,7 +20,7 @@ from urllib3.util.retry import Retry
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
 from connectors.http import httpx_client
-from connectors.oauth2 import OAuth2Client, StaticToken, TokenProvider
+from connectors.oauth2 import OAuth2Client, OAuth2Consent, StaticToken, TokenProvider
 from connectors.pagination import CursorPaginator
 from connectors.retry import error_for_status, is_transport_error, transport_error
 from connectors.text import as_bool, as_date, as_float, as_timestamp, require
@@ -119,7 +119,9 @@ def _token_error(body: dict[str, Any]) -> tuple[str, str] | None:
     status = str(body.get("status") or "")
     if status in ("BAD_REFRESH_TOKEN", "BAD_GRANT"):
         return "invalid_grant", str(body.get("message") or "")
-    if status in ("BAD_CLIENT_ID", "BAD_CLIENT_SECRET", "BAD_AUTH_CODE"):
+    if status in ("BAD_AUTH_CODE", "BAD_REDIRECT_URI"):
+        return "invalid_grant", str(body.get("message") or "")  # a consent's code that cannot be redeemed
+    if status in ("BAD_CLIENT_ID", "BAD_CLIENT_SECRET"):
         return "invalid_client", str(body.get("message") or "")
     return None
 
@@ -135,6 +137,8 @@ class HubSpotConnector(Connector):
         ConfigField("base_url", "API base URL", required=False, default="https://api.hubapi.com"),
         ConfigField("page_size", "Records per page (max 200)", required=False, default=200),
         ConfigField("webhook_url", "Public webhook URL", required=False),
+        ConfigField("authorize_url", "Consent page URL", required=False,
+                    default="https://app.hubspot.com/oauth/authorize"),
         ConfigField("ca_bundle", "CA bundle path", required=False),
     )
     credential_fields = (
@@ -145,6 +149,11 @@ class HubSpotConnector(Connector):
     )
     supports_write = frozenset(WRITE_FIELDS)
     webhooks = True
+    oauth_consent = True
+    CONSENT_SCOPES = (
+        "oauth",
+        *(f"crm.objects.{o}.{mode}" for o in ("companies", "deals", "contacts") for mode in ("read", "write")),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -152,7 +161,10 @@ class HubSpotConnector(Connector):
         self.page_size = max(1, min(int(self.config.get("page_size") or 200), 200))
         self._token_http = httpx_client(self.config, self.http_timeout)
         self.auth: TokenProvider
-        if self.credentials.get("refresh_token"):
+        refresh = bool(self.credentials.get("refresh_token"))
+        # An OAuth app's keys without a token yet: the account is connected by consent.
+        awaiting_consent = bool(self.credentials.get("client_id")) and not self.credentials.get("access_token")
+        if refresh or awaiting_consent:
             self.auth = OAuth2Client(
                 VENDOR,
                 f"{self.base_url}/oauth/v1/token",
@@ -161,6 +173,7 @@ class HubSpotConnector(Connector):
                 credentials=self.credentials,
                 http=self._token_http,
                 retry=self.retry,
+                grant="refresh_token" if refresh else "authorization_code",
                 token_store=self.token_store,
                 response_error=_token_error,
             )
@@ -225,6 +238,11 @@ class HubSpotConnector(Connector):
                     raise
 
         return self.retry.call(once)
+
+    def consent(self) -> OAuth2Consent:
+        """HubSpot's app install page; HubSpot documents no PKCE, so the code is bound by the client secret."""
+        return OAuth2Consent(self.auth, str(self.config.get("authorize_url") or "https://app.hubspot.com/oauth/authorize"),
+                             self.CONSENT_SCOPES, pkce=False)
 
     def test_connection(self) -> str:
         raw = self._call(

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
 from connectors.http import JsonApi, httpx_client, parse_json, requests_session
-from connectors.oauth2 import MsalTokenProvider
+from connectors.oauth2 import MsalConsent, MsalTokenProvider
 from connectors.pagination import NextLinkPaginator
 from connectors.retry import http_status
 from connectors.text import as_timestamp, can_extract, extract_text, mime_for_name, require
@@ -62,6 +62,9 @@ class MsGraphConnector(Connector):
         ConfigField("webhook_secret", "Subscription clientState", required=False, secret=True),
     )
     webhooks = True
+    oauth_consent = True
+    # Delegated (a person's consent) tokens name Graph permissions; app-only ones take ``/.default``.
+    DELEGATED_SCOPES = ("Files.Read.All", "Sites.Read.All")
 
     def __init__(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         config = dict(config or {})
@@ -77,7 +80,7 @@ class MsGraphConnector(Connector):
             client_id=str(self.credentials.get("client_id") or ""),
             client_secret=str(self.credentials.get("client_secret") or ""),
             # App-only tokens take the resource's .default scope; delegated ones name permissions.
-            scopes=["Files.Read.All", "Sites.Read.All"]
+            scopes=list(self.DELEGATED_SCOPES)
             if delegated
             else [f"{str(self.config['graph_url']).rstrip('/')}/.default"],
             credentials=self.credentials,
@@ -88,6 +91,10 @@ class MsGraphConnector(Connector):
         self.http = httpx_client(self.config, self.http_timeout, headers={"Accept": "application/json"})
         self.api = JsonApi(VENDOR, self.http, self.retry, auth=self.auth)
         self.max_bytes = int(float(self.config.get("max_content_mb") or 20) * 1024 * 1024)
+
+    def consent(self) -> MsalConsent:
+        """Delegated consent for the signed-in user's files (msal's auth-code flow, PKCE included)."""
+        return MsalConsent(self.auth, self.DELEGATED_SCOPES)
 
     def _drive(self) -> str:
         return f"{self.graph}/drives/{quote(self.drive_id, safe='')}"

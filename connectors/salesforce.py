@@ -19,7 +19,7 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSessi
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream
 from connectors.http import httpx_client, requests_session
-from connectors.oauth2 import OAuth2Client
+from connectors.oauth2 import OAuth2Client, OAuth2Consent
 from connectors.pagination import NextLinkPaginator, paginate
 from connectors.retry import error_for_status, is_transport_error, transport_error
 from connectors.text import as_bool, as_date, as_float, as_timestamp, require
@@ -158,9 +158,13 @@ class SalesforceConnector(Connector):
     credential_fields = (
         ConfigField("client_id", "Consumer key", secret=True),
         ConfigField("client_secret", "Consumer secret", secret=True),
-        ConfigField("refresh_token", "Refresh token", secret=True),
+        ConfigField("refresh_token", "Refresh token", required=False, secret=True,
+                    help="Or leave blank and use Connect with Salesforce"),
     )
     supports_write = frozenset(WRITE_FIELDS)
+    oauth_consent = True
+    # "refresh_token" is what makes Salesforce issue a refresh token; "api" is the REST API.
+    CONSENT_SCOPES = ("api", "refresh_token")
 
     def __init__(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         config = dict(config or {})
@@ -171,19 +175,26 @@ class SalesforceConnector(Connector):
         self.session = requests_session(self.config, self.http_timeout)
         self._token_http = httpx_client(self.config, self.http_timeout)
         lifetime = self.config.get("refresh_token_lifetime_days")
+        self.login_url = str(self.config.get("login_url") or self.instance_url).rstrip("/")
         self.auth = OAuth2Client(
             VENDOR,
-            f"{str(self.config.get('login_url') or self.instance_url).rstrip('/')}/services/oauth2/token",
+            f"{self.login_url}/services/oauth2/token",
             client_id=str(self.credentials.get("client_id") or ""),
             client_secret=str(self.credentials.get("client_secret") or ""),
             credentials=self.credentials,
             http=self._token_http,
             retry=self.retry,
+            # Without a refresh token the client waits for a consent (Connect with Salesforce).
+            grant="refresh_token" if self.credentials.get("refresh_token") else "authorization_code",
             token_store=self.token_store,
             refresh_token_lifetime_days=float(lifetime) if lifetime else None,
         )
         self._sf: Salesforce | None = None
         self._sf_token: str | None = None
+
+    def consent(self) -> OAuth2Consent:
+        """Web server flow with PKCE: ``/services/oauth2/authorize`` on the login host."""
+        return OAuth2Consent(self.auth, f"{self.login_url}/services/oauth2/authorize", self.CONSENT_SCOPES, pkce=True)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _client(self) -> Salesforce:

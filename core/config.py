@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     alert_channels: str = ""
     alert_interval_seconds: float = Field(default=60.0, ge=5, le=3600)
+    # The console's public address (CASTIEL_CONSOLE_URL): links in alerts, and the OAuth consent redirect URI
+    # <console_url>/integrations to register with each vendor's app (http://localhost:8501 when unset).
     console_url: str | None = None
     # Record service, page and store call telemetry into rollups (CASTIEL_TELEMETRY_ENABLED=false turns it off).
     telemetry_enabled: bool = True

@@ -20,9 +20,13 @@ CONTAINERS: tuple[C, ...] = (
     # integrations (issue 3)
     C("connections", indexes=(("provider",), ("status",))),
     C("sync_runs", indexes=(("connectionId", "queuedAt"), ("status",))),
-    C("crm_records", indexes=(("objectType", "sourceId"), ("connectionId",), ("objectType", "updatedAt"))),
-    C("documents", indexes=(("connectionId",), ("project",), ("sourceId",))),
+    # (connectionId, stream, runId): a full resync lists the records it did not see from the index alone
+    C("crm_records", indexes=(("connectionId", "stream", "runId"), ("objectType", "updatedAt"))),
+    C("documents", indexes=(("connectionId", "stream", "runId"), ("project",), ("sourceId",))),
+    C("sync_seen"),  # ids a full resync saw but did not rewrite, until its run ends (read by id prefix)
     C("webhook_events", indexes=(("connectionId", "receivedAt"),)),
+    # one-time OAuth consent states (platform partition, read by id = hash of the state)
+    C("oauth_consents", indexes=(("expiresAt",),)),
     # embeddings (issue 4)
     C("doc_changes", indexes=(("seq",), ("status", "seq"))),
     # vectors: one float-array path per embedding size, for Cosmos DB vector search (SQLite ignores them)

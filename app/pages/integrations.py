@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import timedelta
 from typing import Any
 
 import streamlit as st
 
-from app.components.errors import handled
+from app.components.errors import handled, show_error
 from app.components.guard import page_context
 from app.components.integrations_view import (
     STATUS_ICONS,
@@ -22,6 +24,7 @@ from app.components.integrations_view import (
 )
 from app.components.tables import table_with_csv
 from core import clock
+from core.errors import CastielError
 from core.services.access import ADMIN, OPS, Principal
 from core.services.integration_health import STATUSES, human_duration
 from core.services.integrations import ConnectionDetail, ConnectionList, IntegrationsService
@@ -31,6 +34,13 @@ svc: IntegrationsService = ctx.services.integrations
 PENDING = "integ_pending"  # the action this session is watching: {tenant, connection, run_id, job_id, label}
 FLASH = "integ_flash"
 DIALOG = "integ_dialog"  # the open confirmation dialog: {kind, connection, run_id}; kept until done or dismissed
+CONSENT = "integ_consent"  # a consent this session started: {connection, url}
+CONSENT_NOTICE = "integ_consent_notice"  # how the vendor's answer ended: {ok, text | error, connection, until}
+NOTICE_SECONDS = 60.0
+# What a vendor may add to its redirect back to this page after a consent (RFC 6749 4.1.2, msal, RFC 9207).
+CONSENT_PARAMS = ("code", "state", "error", "error_description", "error_uri", "scope", "session_state",
+                  "client_info", "iss")
+DEFAULT_CONSOLE_URL = "http://localhost:8501"
 ALL = "All"
 STORE_KEY = f"{ctx.services.store.backend}:{ctx.services.settings.data_dir}"
 
@@ -64,6 +74,7 @@ def list_view() -> None:
     st.title("Integrations")
     st.caption("Health of every connection you may see, worst first. Open one to see its runs, errors and cursors.")
     show_flash()
+    show_consent_notice(None)
     everything = load_connections(STORE_KEY, ctx.principal, ctx.tenant_id, None, None)
     c1, c2, c3 = st.columns(3)
     tenant_options = [ALL, *everything.tenants]
@@ -236,6 +247,94 @@ def test_dialog(tenant_id: str, connection_id: str) -> None:
                          svc.test_connection(ctx.principal, tenant_id, connection_id, reason))
 
 
+# consent (Connect with <vendor>) ---------------------------------------------------------------
+def consent_redirect_uri() -> str:
+    """This page's public address: the redirect URI to register with each vendor's OAuth app."""
+    base = ctx.services.settings.console_url or DEFAULT_CONSOLE_URL
+    return f"{base.rstrip('/')}/integrations"
+
+
+def handle_consent_callback() -> None:
+    """The vendor sent the browser back with ``?code=&state=`` (or ``?error=&state=``): finish the consent."""
+    params = st.query_params
+    if "state" not in params or ("code" not in params and "error" not in params):
+        return
+    answer = {k: params[k] for k in CONSENT_PARAMS if k in params}
+    for k in answer:
+        del params[k]  # a reload must not replay the answer (it would be refused as already used anyway)
+    st.session_state.pop(CONSENT, None)
+    close_dialog()
+    # Kept for a while rather than flashed once: the first runs of the session the vendor sends back
+    # to are rerun by the sign-in cookie component, which would swallow a one-shot message.
+    until = time.time() + NOTICE_SECONDS
+    try:
+        outcome = svc.complete_consent(ctx.principal, answer.get("state"), code=answer.get("code"),
+                                       error=answer.get("error"), error_description=answer.get("error_description"),
+                                       params=answer)
+    except CastielError as e:
+        st.session_state[CONSENT_NOTICE] = {"error": e, "connection": None, "until": until}
+        return
+    refresh_lists()
+    st.session_state[CONSENT_NOTICE] = {"ok": outcome.ok, "text": outcome.message,
+                                        "connection": outcome.connection_id, "until": until}
+    open_connection(outcome.connection_id)
+
+
+def show_consent_notice(connection_id: str | None) -> None:
+    notice = st.session_state.get(CONSENT_NOTICE)
+    if not notice:
+        return
+    if notice["until"] < time.time():
+        st.session_state.pop(CONSENT_NOTICE, None)
+        return
+    if notice["connection"] != connection_id:
+        return
+    if "error" in notice:
+        show_error(notice["error"])
+    elif notice["ok"]:
+        st.success(notice["text"], icon=":material/link:")
+    else:
+        st.warning(notice["text"], icon=":material/link_off:")
+
+
+@st.dialog("Connect account", on_dismiss=close_dialog)
+def consent_dialog(tenant_id: str, connection_id: str, label: str) -> None:
+    started = st.session_state.get(CONSENT)
+    if started and started["connection"] == connection_id:
+        st.write(f"Taking you to {label}. Sign in there and approve access; you come back to this page when done. "
+                 "The link works once, within 10 minutes.")
+        st.link_button(f"Continue to {label}", started["url"], type="primary", icon=":material/open_in_new:")
+        # Same-tab navigation (the link button opens a new tab); '<' escaped so the URL cannot end the script.
+        target = json.dumps(started["url"]).replace("<", "\\u003c")
+        st.html(f"<script>window.top.location.assign({target});</script>", unsafe_allow_javascript=True)
+        return
+    st.write(f"Sign in at {label} and approve access for this connection. Its refresh token is then stored "
+             "encrypted, replacing the stored one; the manual fields in Credentials stay available.")
+    st.caption(f"Return address (register it in the vendor's app): {consent_redirect_uri()}")
+    reason = reason_box("integ_dlg_consent_reason")
+    if st.button(f"Continue to {label}", key="integ_dlg_consent_go", type="primary"):
+        with handled():
+            url = svc.begin_consent(ctx.principal, tenant_id, connection_id, consent_redirect_uri(), reason)
+            st.session_state[CONSENT] = {"connection": connection_id, "url": url}
+            st.rerun()
+
+
+def consent_area(detail: ConnectionDetail) -> None:
+    info = detail.provider
+    if info is None or not info.consent:
+        return
+    conn = detail.connection
+    st.markdown(f"**Connect with {info.label}** instead of pasting a refresh token: sign in at {info.label} "
+                "and approve access.")
+    last = conn.get("lastConsent")
+    if last:
+        st.caption(f"Last consent {last['at']} by {last['by']}: {'connected' if last['ok'] else last['message']}")
+    if st.button(f"Connect with {info.label}", key="integ_consent_open", icon=":material/login:"):
+        st.session_state.pop(CONSENT, None)
+        st.session_state[DIALOG] = {"kind": "consent", "connection": conn["id"], "run_id": None}
+        st.rerun()
+
+
 @st.fragment(run_every=2)
 def progress_panel(tenant_id: str, connection_id: str, active_run: str | None) -> None:
     pending = st.session_state.get(PENDING)
@@ -298,6 +397,7 @@ def detail_view(connection_id: str) -> None:
     st.caption(f"{svc.provider_labels.get(conn['provider'], conn['provider'])} · tenant {tenant_id} · "
                f"every {human_duration(interval)} · id {connection_id}")
     show_flash()
+    show_consent_notice(connection_id)
     health_box(detail)
 
     since = clock.iso(clock.now() - timedelta(days=6))[:10]
@@ -345,6 +445,8 @@ def detail_view(connection_id: str) -> None:
             pause_dialog(tenant_id, connection_id, paused)
         elif kind == "test":
             test_dialog(tenant_id, connection_id)
+        elif kind == "consent" and detail.provider is not None:
+            consent_dialog(tenant_id, connection_id, detail.provider.label)
     progress_panel(tenant_id, connection_id, conn.get("activeRunId"))
 
     left, right = st.columns([3, 2])
@@ -365,8 +467,12 @@ def detail_view(connection_id: str) -> None:
             st.markdown(f"**Last test** ({test['at']}): {'passed' if test['ok'] else 'failed'} · {test['message']}")
 
     st.subheader("Runs")
-    table_with_csv(runs_frame(detail.runs), key="integ_runs", file_name=f"{connection_id}-runs.csv",
-                   empty="No runs yet.")
+    runs_table = runs_frame(detail.runs)
+    if not runs_table.empty:
+        # Records a run removed: vendor delete events, plus what a full resync found gone at the vendor.
+        runs_table.insert(int(runs_table.columns.get_loc("skipped")) + 1, "deleted",
+                          [int(r.get("deleted") or 0) for r in detail.runs])
+    table_with_csv(runs_table, key="integ_runs", file_name=f"{connection_id}-runs.csv", empty="No runs yet.")
     with st.expander("Attempts and their errors", icon=":material/bug_report:"):
         table_with_csv(attempts_frame(detail.runs), key="integ_attempts", file_name=f"{connection_id}-attempts.csv",
                        empty="No attempts yet.")
@@ -412,7 +518,9 @@ def credentials_form(tenant_id: str, detail: ConnectionDetail) -> None:
     conn = detail.connection
     info = detail.provider
     fields = [] if info is None else [*info.credential_fields, *(f for f in info.config_fields if f.secret)]
-    with st.expander("Credentials", icon=":material/key:"):
+    with st.expander("Credentials", icon=":material/key:", expanded=bool(info and info.consent
+                                                                          and detail.health.status == "needs_reauth")):
+        consent_area(detail)
         st.caption("Stored encrypted; never shown back. Leave a field blank to keep its stored value.")
         if not fields:
             st.info("This provider needs no credentials.")
@@ -434,6 +542,7 @@ def credentials_form(tenant_id: str, detail: ConnectionDetail) -> None:
                     st.rerun()
 
 
+handle_consent_callback()  # the service refuses anyone but the admin who started the consent
 selected = st.query_params.get("connection")
 with handled():
     if selected:

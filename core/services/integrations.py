@@ -6,22 +6,31 @@ Reads serve the Integrations screen from small records only: the ``connections``
 (connectionId, queuedAt) index. Actions (resync, full resync, retry, pause, resume, test) are
 checked against the acting user's role and tenant, enqueued on the sync queues, and audited
 with the reason given. Credentials are sealed with the SecretBox and never returned.
+
+Connecting an account by consent (``begin_consent`` / ``complete_consent``): an admin is sent to
+the vendor's authorize page with a one-time ``state``; its record (``oauth_consents``, platform
+partition, id = hash of the state) holds the connection, the user, a 10-minute expiry and the
+connector's sealed secret (PKCE verifier or msal flow). The vendor's redirect is accepted once:
+the record is consumed by an etag-guarded update, so two tabs racing get one success and one
+"already used". The code is redeemed through the connector (never an HTTP client here) and the
+tokens are sealed into the credentials the way ``update_credentials`` does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core import clock
-from core.adapters.store import Cond, Doc, DocumentStore
+from core.adapters.store import PLATFORM, Cond, Doc, DocumentStore
 from core.crypto import SecretBox
-from core.errors import CastielError, Conflict, Invalid, NotFound
+from core.errors import CastielError, Conflict, Forbidden, Invalid, NotFound
 from core.services.access import ADMIN, OPS, SUPPORT, SYSTEM, Principal, require
 from core.services.audit import AuditLog
 from core.services.integration_health import SEVERITY, STATUSES, Health, compute_health
@@ -31,6 +40,7 @@ from core.services.sync_engine import (
     ROLLUPS,
     RUNS,
     SyncEngine,
+    _token_fields,
     new_connection,
 )
 from core.services.work_queue import WorkQueue
@@ -46,6 +56,9 @@ WEBHOOK_EVENTS = "webhook_events"
 RUN_JOB_ATTEMPTS = 5
 MIN_INTERVAL_SECONDS = 60.0
 DEMO_ROOT = Path(__file__).resolve().parents[2] / "data" / "demo"
+CONSENTS = "oauth_consents"
+CONSENT_TTL = timedelta(minutes=10)
+CONSENT_KEEP = timedelta(days=1)  # spent or lapsed consent records are purged after this
 
 
 # provider catalogue (built from connectors.base by the composition root) ----------------------
@@ -75,6 +88,7 @@ class ProviderInfo:
     credential_fields: tuple[FieldInfo, ...] = ()
     webhooks: bool = False
     supports_write: frozenset[str] = frozenset()
+    consent: bool = False  # the account can be connected at the vendor's consent page
 
     @classmethod
     def of(cls, connector_class: Any) -> ProviderInfo:
@@ -91,10 +105,19 @@ class ProviderInfo:
             credential_fields=fields(connector_class.credential_fields),
             webhooks=bool(connector_class.webhooks),
             supports_write=frozenset(connector_class.supports_write),
+            consent=bool(getattr(connector_class, "oauth_consent", False)),
         )
 
 
 ProviderLookup = Callable[[str], Any]
+
+
+class ConsentFlowLike(Protocol):
+    """What the service uses of ``connectors.oauth2.ConsentFlow`` (structurally; core imports no connector)."""
+
+    def begin(self, redirect_uri: str, state: str) -> Any: ...
+
+    def complete(self, secret: Mapping[str, Any], redirect_uri: str, params: Mapping[str, str]) -> Any: ...
 
 
 # views -------------------------------------------------------------------------------------
@@ -163,6 +186,17 @@ class ActionResult:
     job_id: str
     run_id: str | None = None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentOutcome:
+    """How a consent callback ended: connected, or what the vendor said instead (shown as is)."""
+
+    ok: bool
+    message: str
+    tenant_id: str
+    connection_id: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -410,6 +444,181 @@ class IntegrationsService:
         self.audit.record(principal, tenant_id, "integration.credentials", f"connection:{connection_id}", reason,
                           after={"changedFields": sorted(given)})
         return public_connection(out)
+
+    # connecting by consent (OAuth2 authorization code) -------------------------------------
+    def _consent_flow(self, conn: Doc) -> tuple[Any, ConsentFlowLike]:
+        """The connection's connector (built like Test connection builds it) and its consent flow."""
+        connector, _ = self.engine.connector_for(conn)
+        try:
+            return connector, connector.consent()  # type: ignore[attr-defined]
+        except Exception:
+            connector.close()
+            raise
+
+    @staticmethod
+    def _consent_id(state: str) -> str:
+        # The record is found by a hash of the state, so the store never holds a usable state.
+        return "consent-" + hashlib.sha256(state.encode()).hexdigest()[:48]
+
+    def begin_consent(
+        self, principal: Principal, tenant_id: str, connection_id: str, redirect_uri: str, reason: str
+    ) -> str:
+        """Start connecting the account at the vendor; returns the vendor's authorize URL to send the browser to.
+
+        ``redirect_uri`` is the console page the vendor sends the person back to (it must be
+        registered with the vendor's app exactly). Admins only; audited with the reason.
+        """
+        require(principal, tenant_id, EDIT_ROLES)
+        reason = _reason(reason, "connect an account")
+        if not redirect_uri.startswith(("https://", "http://")):
+            raise Invalid("the console's own address (CASTIEL_CONSOLE_URL) must be an http(s):// URL the browser "
+                          "can return to")
+        conn = self._get(tenant_id, connection_id)
+        info = self.provider(conn["provider"])
+        if not info.consent:
+            raise Invalid(f"{info.label} accounts are not connected through a consent page; enter the token in the "
+                          "credentials form instead")
+        now = self.now()
+        state = secrets.token_urlsafe(32)
+        connector, flow = self._consent_flow(conn)
+        try:
+            start = flow.begin(redirect_uri, state)
+        finally:
+            connector.close()
+        expires = clock.iso(now + CONSENT_TTL)
+        self._purge_consents(now)
+        self.store.create(CONSENTS, {
+            "id": self._consent_id(state), "tenantId": PLATFORM, "connectionTenantId": tenant_id,
+            "connectionId": connection_id, "provider": conn["provider"], "userId": principal.user_id,
+            "userEmail": principal.email, "reason": reason, "redirectUri": redirect_uri,
+            "createdAt": clock.iso(now), "expiresAt": expires, "usedAt": None, "outcome": None,
+            "secretSealed": self.box.seal(json.dumps(start.secret)),
+        })
+        self.audit.record(principal, tenant_id, "integration.consent_start", f"connection:{connection_id}", reason,
+                          after={"provider": conn["provider"], "redirectUri": redirect_uri, "expiresAt": expires})
+        return str(start.url)
+
+    def _purge_consents(self, now: datetime) -> None:
+        cutoff = clock.iso(now - CONSENT_KEEP)
+        for old in self.store.query(CONSENTS, PLATFORM, [Cond("expiresAt", "<", cutoff)], limit=100):
+            try:
+                self.store.delete(CONSENTS, PLATFORM, old["id"])
+            except NotFound:
+                continue  # another session purged it first
+
+    def complete_consent(
+        self,
+        principal: Principal,
+        state: str | None,
+        *,
+        code: str | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> ConsentOutcome:
+        """Finish a consent from the vendor's redirect (``code`` and ``state``, or ``error`` and ``state``).
+
+        A state that is unknown, expired, already used, another user's, or for a tenant the user
+        may not touch is refused (Invalid / Forbidden) and changes nothing. Otherwise the state is
+        spent exactly once; a declined consent or a refused code is recorded, audited and returned
+        as ``ok=False`` with the vendor's words; a good code's tokens are sealed into the credentials.
+        """
+        require(principal, None, EDIT_ROLES)
+        if not state:
+            raise Invalid("the vendor's answer carries no state; start Connect again from the connection's page")
+        consent_id = self._consent_id(state)
+        record = self.store.get_or_none(CONSENTS, PLATFORM, consent_id)
+        if record is None:
+            raise Invalid("this consent answer is unknown (it was never started here, or was purged); "
+                          "start Connect again from the connection's page")
+        if record["userId"] != principal.user_id:
+            raise Forbidden("this consent was started by another user; only they can finish it. "
+                            "Start Connect yourself if you need to.")
+        tenant_id, connection_id = record["connectionTenantId"], record["connectionId"]
+        require(principal, tenant_id, EDIT_ROLES)
+        if not code and not error:
+            raise Invalid("the vendor's answer carries neither a code nor an error; start Connect again")
+        now = self.now()
+        at = clock.iso(now)
+
+        def spend(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise Invalid("this consent answer is unknown; start Connect again from the connection's page")
+            if doc.get("usedAt"):
+                raise Invalid(f"this consent answer was already used at {doc['usedAt']}; "
+                              "start Connect again if the account is still not connected")
+            if doc["expiresAt"] <= at:
+                raise Invalid(f"this consent expired at {doc['expiresAt']} (it is valid for "
+                              f"{int(CONSENT_TTL.total_seconds() // 60)} minutes); start Connect again")
+            doc.update(usedAt=at, usedBy=principal.email)
+            return doc
+
+        # Etag-guarded: of two answers racing with one state, the second re-reads and finds it spent.
+        spent = self.store.update(CONSENTS, PLATFORM, consent_id, spend)
+        assert spent is not None
+        reason = str(spent.get("reason") or "consent")
+        conn = self._get(tenant_id, connection_id)
+        label = self.provider(conn["provider"]).label
+        answer = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        answer.update({"state": state, **({"code": code} if code else {})})
+        if error:
+            answer.update(error=error, error_description=error_description or "")
+        try:
+            secret = json.loads(self.box.open(spent["secretSealed"]))
+            connector, flow = self._consent_flow(conn)
+            try:
+                result = flow.complete(secret, str(spent["redirectUri"]), answer)
+            finally:
+                connector.close()
+        except CastielError as e:
+            kind = "declined" if error else "failed"
+            self._consent_outcome(consent_id, conn, principal, at, False, e.message, error or getattr(e, "kind", None))
+            self.audit.record(principal, tenant_id, f"integration.consent_{kind}", f"connection:{connection_id}",
+                              reason, after={"provider": conn["provider"], "error": error or type(e).__name__,
+                                             "message": e.message[:300]})
+            return ConsentOutcome(False, e.message, tenant_id, connection_id, error or getattr(e, "kind", "error"))
+        tokens = dict(result.tokens)
+        info = dict(result.token_info)
+
+        def store_tokens(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise NotFound(f"connection {connection_id} was deleted")
+            creds = json.loads(self.box.open(doc["credentialsSealed"])) if doc.get("credentialsSealed") else {}
+            creds.update(tokens)
+            doc["credentialsSealed"] = self.box.seal(json.dumps(creds))
+            doc["credentialsUpdatedAt"] = at
+            doc["credentialFields"] = sorted(creds)
+            # A fresh consent answers a config error, as new credentials do: the next run shows whether it works.
+            if doc.get("lastErrorType") == "config":
+                doc.update(lastError=None, lastErrorType=None, consecutiveFailures=0, failingSince=None)
+            doc["token"] = {**_token_fields(info, doc.get("token")), "lastRefreshError": None}
+            doc["lastConsent"] = {"at": at, "by": principal.email, "ok": True, "message": f"{label} account connected"}
+            return doc
+
+        out = self.store.update(CONNECTIONS, tenant_id, connection_id, store_tokens)
+        assert out is not None
+        self.store.update(CONSENTS, PLATFORM, consent_id,
+                          lambda d: None if d is None else {**d, "outcome": "connected"})
+        self.audit.record(principal, tenant_id, "integration.consent_complete", f"connection:{connection_id}", reason,
+                          after={"provider": conn["provider"], "changedFields": sorted(tokens),
+                                 "accessExpiresAt": out["token"].get("accessExpiresAt"),
+                                 "refreshExpiresAt": out["token"].get("refreshExpiresAt")})
+        return ConsentOutcome(True, f"{label} account connected; the next sync uses the new tokens.", tenant_id,
+                              connection_id)
+
+    def _consent_outcome(
+        self, consent_id: str, conn: Doc, principal: Principal, at: str, ok: bool, message: str, error: str | None
+    ) -> None:
+        self.store.update(CONSENTS, PLATFORM, consent_id,
+                          lambda d: None if d is None else {**d, "outcome": error or "failed", "message": message})
+
+        def note(doc: Doc | None) -> Doc | None:
+            if doc is None:
+                return None
+            doc["lastConsent"] = {"at": at, "by": principal.email, "ok": ok, "message": message, "error": error}
+            return doc
+
+        self.store.update(CONNECTIONS, conn["tenantId"], conn["id"], note)
 
     def update_settings(
         self,

@@ -5,6 +5,17 @@ deterministic ids (a hash of connection, object type and source id, so a resync 
 boundary page never duplicates), and only then stores the page's ``next_state`` as the stream's
 cursor. A run that dies is therefore resumed from its last committed page.
 
+Pages flow through three threads: the connector's next page is fetched and parsed ahead
+(``_Prefetch``), the current one is mapped and planned against the store on the calling thread, and
+the page before is written, then its cursor and counts stored, on a writer thread. The plan of page
+n+1 overlays page n's pending changes, so the result is what one page after the other gives.
+
+A full resync is a mark-and-sweep (``_sweep``): once every stream was read to its end, the records of
+those streams that the run neither wrote nor found unchanged are deleted as vendor deletes are (and
+documents announced to the embedding pipeline), counted on the run (``swept``) and audited. A full
+resync that fails or is cancelled before that point deletes nothing; its retries keep what earlier
+attempts saw (``sync_seen``).
+
 Runs (``sync_runs``) carry status, trigger, per-attempt errors with their error type, counts,
 per-stream cursors before and after, and duration. The connection record carries what the
 health model needs (last success, consecutive failures, token state) and each finished run adds
@@ -41,6 +52,8 @@ from core.services.access import SYSTEM
 from core.services.audit import AuditLog
 
 CONNECTIONS, RUNS, CRM, DOCUMENTS, ROLLUPS = "connections", "sync_runs", "crm_records", "documents", "rollups"
+# Ids a full resync saw without rewriting them (unchanged records), kept until the run ends; see ``_sweep``.
+SEEN = "sync_seen"
 QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED = (
     "queued", "running", "succeeded", "partial", "failed", "cancelled",
 )
@@ -52,6 +65,9 @@ ROLLUP_KIND = "sync_daily"
 # Kinds of failure that another attempt may cure; a config error waits for a person instead.
 RETRYABLE_KINDS = frozenset({"transient", "rate_limited", "store", "stalled"})
 MAX_SKIPPED_SAMPLES = 20
+# Source ids of swept records kept in the sweep's audit entry (the count is always complete).
+MAX_SWEEP_SAMPLES = 50
+SWEEP_DELETE_BATCH = 500
 
 
 class ConnectorLike(Protocol):
@@ -105,11 +121,22 @@ class _PreparedPage:
 
 @dataclass
 class _PagePlan:
-    """What storing a page does: per container the changed documents, what is stored, the ids to delete."""
+    """What storing a page does: per container the changed documents, what is stored, the ids to delete.
+
+    ``written`` maps each container to the changed documents by id and ``gone`` to the deleted ids:
+    the next page is planned against them while this one is still being written. ``kept`` are the
+    ids of unchanged records; ``seen`` is the ``sync_seen`` record of a full resync's page (the ids it
+    saw without rewriting them), or None, and ``sweep_blocked`` why the stream cannot be swept.
+    """
 
     tenant_id: str
     steps: list[tuple[str, list[Doc], dict[str, tuple[Any, ...]], list[str]]] = field(default_factory=list)
     unchanged: int = 0
+    written: dict[str, dict[str, Doc]] = field(default_factory=dict)
+    gone: dict[str, set[str]] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+    seen: Doc | None = None
+    sweep_blocked: str | None = None
 
 
 class RunCancelled(Exception):
@@ -180,6 +207,24 @@ def _same_content(container: str, new: Doc, old: tuple[Any, ...] | None) -> bool
     if container == DOCUMENTS:
         return bool(old[0] == new["contentHash"] and old[1] == new["title"])
     return bool(old[0] == new["data"])
+
+
+def _overlay(existing: dict[str, tuple[Any, ...]], container: str, ids: set[str], in_flight: _PagePlan) -> None:
+    """Lay the changes of the page still being written over what the store returned for these ids.
+
+    The store may answer from before or after that write commits; either way the next page must be
+    planned as if it had (records it writes exist with their new content, records it deletes do not).
+    """
+    written = in_flight.written.get(container)
+    if written:
+        fields = COMPARED_FIELDS[container]
+        for i in written.keys() & ids:
+            d = written[i]
+            existing[i] = tuple(d.get(f) for f in fields)
+    gone = in_flight.gone.get(container)
+    if gone:
+        for i in gone & ids:
+            existing.pop(i, None)
 
 
 def _document_fields(rec: Any, conn: Doc) -> dict[str, Any]:
@@ -377,6 +422,10 @@ class SyncEngine:
         self._existing_fields: Callable[..., dict[str, tuple[Any, ...]]] | None = getattr(
             store, "existing_fields", None
         )
+        # Optional: listing the records a full resync did not rewrite without reading their bodies, and
+        # deleting many in one transaction (the sweep falls back to ``query`` and ``delete``).
+        self._query_fields: Callable[..., dict[str, tuple[Any, ...]]] | None = getattr(store, "query_fields", None)
+        self._delete_many: Callable[[str, str, Sequence[str]], int] | None = getattr(store, "delete_many", None)
 
     # credentials -----------------------------------------------------------------------
     def credentials_of(self, conn: Doc) -> dict[str, Any]:
@@ -451,6 +500,7 @@ class SyncEngine:
             "written": 0,
             "unchanged": 0,
             "deleted": 0,
+            "swept": 0,
             "skipped": 0,
             "skippedSamples": [],
             "attempts": [],
@@ -525,6 +575,9 @@ class SyncEngine:
             stream_names = self._stream_names(conn, connector, run)
             for i, name in enumerate(stream_names):
                 self._sync_stream(run, conn, connector, name, i, len(stream_names), attempt, heartbeat, should_cancel)
+            if run.get("full"):
+                # Every stream was read to its end: only now may records that were not seen be removed.
+                self._sweep(run_id, conn, stream_names, should_cancel, heartbeat)
         except RunCancelled:
             cancelled = True
         except Conflict:
@@ -584,66 +637,80 @@ class SyncEngine:
         stats = dict((run.get("streamStats") or {}).get(name) or {})
         if "cursorBefore" not in stats:
             stats["cursorBefore"] = stream_state
-        # A full resync restarts the stream once; a retried attempt of that run resumes from the
-        # state the first attempt already committed, so it must not start over again.
-        full = bool(run.get("full")) and not stats.get("fullStarted")
-        stats.update(status=RUNNING, fullStarted=bool(run.get("full")) or stats.get("fullStarted", False))
+        sweeping = bool(run.get("full"))
+        # A full resync restarts the stream until one page of it is stored; from then on a retried
+        # attempt of that run resumes from the state this run committed, so it must not start over.
+        resumed = "cursorAfter" in stats
+        full = sweeping and not resumed
+        if sweeping and resumed and stream_state != stats["cursorAfter"] and not stats.get("sweepBlocked"):
+            # Another run synced this stream between two attempts: the records it read past this run's
+            # cursor were never seen by this run, so this run cannot tell which records vanished.
+            stats["sweepBlocked"] = ("another run moved this stream's cursor while this full resync waited to "
+                                     "retry; vanished records stay until the next full resync")
+        stats.update(status=RUNNING, fullStarted=sweeping or stats.get("fullStarted", False))
         stats.setdefault("read", 0)
         stats.setdefault("written", 0)
         stats.setdefault("skipped", 0)
         self._set_stream_stats(tenant_id, run_id, name, stats)
+        object_type = {s.name: s.object_type for s in getattr(connector, "streams", ())}.get(name)
+        seen_ids = _RecordIds(conn["id"])
 
         pages: Iterator[Any] = connector.read_pages(name, None if full else stream_state, full=full)
         prefetch = _Prefetch(pages) if self.prefetch else None
         source = iter(prefetch) if prefetch is not None else pages
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-write") if self.overlap_writes else None
-        # The page whose write is in flight: (page, its plan, the write's future).
-        pending: tuple[Any, _PagePlan, Future[None]] | None = None
+        # The page whose write is in flight: (its plan, the future of storing it).
+        in_flight: tuple[_PagePlan, Future[Doc]] | None = None
 
-        def page_stored(page: Any, plan: _PagePlan) -> None:
-            nonlocal run
+        def store_page(page: Any, plan: _PagePlan) -> Doc:
+            """Write the page, then (and only then) move the cursor and count: on the writer thread when
+            writes overlap, so the main thread's next page never waits for this page's bookkeeping."""
+            self._apply_page(plan)
             counts, samples = self._page_done(plan, name, page)
             # The page is stored: now, and only now, its state may become the stream's cursor.
             self._advance_cursor(tenant_id, conn["id"], name, page.next_state, counts["written"])
             stats["cursorAfter"] = page.next_state
+            if plan.sweep_blocked and not stats.get("sweepBlocked"):
+                stats["sweepBlocked"] = plan.sweep_blocked
             for k in ("read", "written", "skipped"):
                 stats[k] += counts[k]
                 attempt[k] += counts[k]
-            run = self._add_page_counts(tenant_id, run_id, name, stats, counts, samples, index, total)
-            if heartbeat is not None:
-                heartbeat(run["progress"])
+            return self._add_page_counts(tenant_id, run_id, name, stats, counts, samples, index, total)
 
-        def finish_pending() -> None:
-            nonlocal pending
-            if pending is not None:
-                done_page, done_plan, write = pending
-                pending = None
-                write.result()
-                page_stored(done_page, done_plan)
+        def collect() -> None:
+            nonlocal in_flight
+            if in_flight is not None:
+                _plan, write = in_flight
+                in_flight = None
+                stored = write.result()
+                if heartbeat is not None:
+                    heartbeat(stored["progress"])
 
         try:
-            for page in source:
-                try:
-                    # Mapping page n+1 overlaps page n's write; the page is not stored before n is done.
-                    prepared = self._prepare_page(conn, run_id, page)
-                finally:
-                    finish_pending()
+            for page_no, page in enumerate(source):
+                # Mapping and planning page n+1 overlap page n's write: the plan reads what is stored and
+                # overlays page n's changes, which the single writer commits before page n+1's.
+                prepared = self._prepare_page(conn, run_id, page)
+                plan = self._plan_page(conn, prepared, in_flight[0] if in_flight is not None else None)
+                if sweeping:
+                    self._note_seen(plan, run_id, name, attempt["n"], page_no, page, object_type, seen_ids)
+                collect()
                 if should_cancel is not None and should_cancel():
                     raise RunCancelled()
-                plan = self._plan_page(conn, prepared)
                 if writer is None:
-                    self._apply_page(plan)
-                    page_stored(page, plan)
+                    stored = store_page(page, plan)
+                    if heartbeat is not None:
+                        heartbeat(stored["progress"])
                 else:
-                    pending = (page, plan, writer.submit(self._apply_page, plan))
-            finish_pending()
+                    in_flight = (plan, writer.submit(store_page, page, plan))
+            collect()
         except BaseException as e:
             err: BaseException = e
-            if pending is not None:
+            if in_flight is not None:
                 # Reading page n+1 failed while page n was being written: finish page n first, as a
                 # run without overlap would have (its cursor moves); if its write failed, that is the error.
                 try:
-                    finish_pending()
+                    collect()
                 except BaseException as write_error:  # noqa: BLE001 - reported instead, like before
                     err = write_error
             stats.update(status=FAILED, errorType=error_kind(err), error=error_text(err))
@@ -722,47 +789,61 @@ class SyncEngine:
         return self._page_done(plan, stream, page)
 
     def _prepare_page(self, conn: Doc, run_id: str, page: Any) -> _PreparedPage:
-        """The page's records as store documents: pure work, no store reads, so it may run ahead."""
+        """The page's records as store documents: pure work, no store reads, so it may run ahead.
+
+        Runs for every synced record while the fetch thread parses the next page under the same GIL,
+        so what is fixed per object type (container, id prefix, the hash of the id's fixed part) is
+        worked out once per page.
+        """
         tenant_id, connection_id, provider = conn["tenantId"], conn["id"], conn["provider"]
         at = clock.iso(self.now())
         by_container: dict[str, dict[str, Doc]] = {CRM: {}, DOCUMENTS: {}}
         deletions: dict[str, set[str]] = {CRM: set(), DOCUMENTS: set()}
-        ids = _RecordIds(connection_id)
+        kinds: dict[str, tuple[bool, dict[str, Doc], set[str], Any, str]] = {}
         for rec in page.records:
-            is_doc = rec.object_type in DOCUMENT_TYPES
-            container = DOCUMENTS if is_doc else CRM
-            source_id = str(rec.source_id)
-            doc_id = ids("doc" if is_doc else "crm", rec.object_type, source_id)
+            object_type = rec.object_type
+            kind = kinds.get(object_type)
+            if kind is None:
+                is_doc = object_type in DOCUMENT_TYPES
+                container = DOCUMENTS if is_doc else CRM
+                # The same ids as ``record_id``: sha256 of connection, object type and source id.
+                seed = hashlib.sha256(f"{connection_id}\x1f{object_type}\x1f".encode())
+                kind = kinds[object_type] = (is_doc, by_container[container], deletions[container], seed,
+                                             "doc-" if is_doc else "crm-")
+            is_doc, docs, dels, seed, prefix = kind
+            source_id = rec.source_id if type(rec.source_id) is str else str(rec.source_id)
+            digest = seed.copy()
+            digest.update(source_id.encode())
+            doc_id = prefix + digest.hexdigest()[:32]
             if rec.deleted:
-                deletions[container].add(doc_id)
-                by_container[container].pop(doc_id, None)
+                dels.add(doc_id)
+                docs.pop(doc_id, None)
                 continue
-            if deletions[container]:
-                deletions[container].discard(doc_id)
-            base = {
-                "id": doc_id,
-                "tenantId": tenant_id,
-                "connectionId": connection_id,
-                "source": provider,
-                "stream": rec.stream,
-                "objectType": rec.object_type,
-                "sourceId": source_id,
-                "syncedAt": at,
-                "runId": run_id,
-            }
+            if dels:
+                dels.discard(doc_id)
             if is_doc:
+                base = {"id": doc_id, "tenantId": tenant_id, "connectionId": connection_id, "source": provider,
+                        "stream": rec.stream, "objectType": object_type, "sourceId": source_id, "syncedAt": at,
+                        "runId": run_id}
                 base.update(_document_fields(rec, conn))
                 base["updatedAt"] = base.get("modifiedAt") or rec.cursor_value or at
                 # Documents carry a hash of their content: the embedding pipeline keys re-embedding on it.
                 base["contentHash"] = content_hash(rec.data)
             else:
-                base["data"] = rec.data
-                base["updatedAt"] = rec.data.get("modifiedAt") or rec.cursor_value or at
-            by_container[container][doc_id] = base
+                data = rec.data
+                base = {"id": doc_id, "tenantId": tenant_id, "connectionId": connection_id, "source": provider,
+                        "stream": rec.stream, "objectType": object_type, "sourceId": source_id, "syncedAt": at,
+                        "runId": run_id, "data": data,
+                        "updatedAt": data.get("modifiedAt") or rec.cursor_value or at}
+            docs[doc_id] = base
         return _PreparedPage(tenant_id, by_container, deletions)
 
-    def _plan_page(self, conn: Doc, prepared: _PreparedPage) -> _PagePlan:
-        """Read what is stored (after the previous page is committed) and keep only what changed."""
+    def _plan_page(self, conn: Doc, prepared: _PreparedPage, in_flight: _PagePlan | None = None) -> _PagePlan:
+        """Read what is stored and keep only what changed.
+
+        ``in_flight`` is the previous page while its write is still running: its changes are laid over
+        what the store returns, as the single writer commits them before this page's.
+        """
         tenant_id = prepared.tenant_id
         plan = _PagePlan(tenant_id)
         for container, docs in prepared.by_container.items():
@@ -770,11 +851,44 @@ class SyncEngine:
             if not docs and not dels:
                 continue
             existing = self._existing(container, tenant_id, list(docs) + list(dels))
-            changed = [d for i, d in docs.items() if not _same_content(container, d, existing.get(i))]
-            plan.unchanged += len(docs) - len(changed)
+            if in_flight is not None:
+                _overlay(existing, container, docs.keys() | dels, in_flight)
+            changed: list[Doc] = []
+            kept = plan.kept
+            for i, d in docs.items():
+                if _same_content(container, d, existing.get(i)):
+                    kept.append(i)
+                else:
+                    changed.append(d)
             gone = [i for i in dels if i in existing]
             plan.steps.append((container, changed, existing, gone))
+            plan.written[container] = {d["id"]: d for d in changed}
+            plan.gone[container] = set(gone)
+        plan.unchanged = len(plan.kept)
         return plan
+
+    def _note_seen(
+        self, plan: _PagePlan, run_id: str, stream: str, attempt_n: int, page_no: int, page: Any,
+        object_type: str | None, ids: _RecordIds,
+    ) -> None:
+        """For a full resync: which of the page's ids must be remembered as seen (see ``_sweep``).
+
+        Written records carry this run's id already; what the page kept unchanged, and the malformed
+        records it skipped (they still exist at the vendor), go into a ``sync_seen`` record written
+        with the page. A skipped record without an id could be any stored record: the stream is then
+        not swept.
+        """
+        seen = list(plan.kept)
+        for source_id, reason in page.skipped:
+            if source_id is None or object_type is None:
+                plan.sweep_blocked = (f"a malformed record without an id was skipped ({str(reason)[:200]}); "
+                                      "vanished records stay until a full resync without such records")
+                continue
+            is_doc = object_type in DOCUMENT_TYPES
+            seen.append(ids("doc" if is_doc else "crm", object_type, str(source_id)))
+        if seen:
+            plan.seen = {"id": f"{run_id}:{stream}:{attempt_n:03d}:{page_no:06d}", "tenantId": plan.tenant_id,
+                         "runId": run_id, "stream": stream, "ids": seen}
 
     def _apply_page(self, plan: _PagePlan) -> None:
         """Write a page's changed records and deletions (on the writer thread when writes overlap)."""
@@ -786,6 +900,9 @@ class SyncEngine:
                     self.store.delete(container, plan.tenant_id, doc_id)
                 except NotFound:
                     pass
+        if plan.seen is not None:
+            # Before the cursor moves past this page: a resumed attempt never re-reads it.
+            self.store.upsert(SEEN, plan.seen)
 
     def _page_done(
         self, plan: _PagePlan, stream: str, page: Any
@@ -843,6 +960,131 @@ class SyncEngine:
             return
         for d in old:
             self.store.upsert(container, d)
+
+    # full resync: mark and sweep ------------------------------------------------------------
+    def _sweep(
+        self, run_id: str, conn: Doc, stream_names: list[str], should_cancel: Callable[[], bool] | None,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
+        """Delete the records of the resynced streams that the complete full read did not see.
+
+        Seen means: written by this run (the record's ``runId`` is this run's), found unchanged by it
+        (its id is in one of the run's ``sync_seen`` records), or skipped as malformed (it exists at
+        the vendor). Records another run wrote after this one started are kept too. Deletes follow
+        vendor delete events: removed from the store, documents announced to the embedding pipeline
+        as ``delete``. Counted on the run (``swept``, included in ``deleted``) and audited.
+
+        Called only after every stream was read to its last page; a run that fails or is cancelled
+        before that deletes nothing. A stream marked ``sweepBlocked`` is left as it is.
+        """
+        tenant_id, connection_id = conn["tenantId"], conn["id"]
+        run = self.get_run(tenant_id, run_id)
+        if run["status"] != RUNNING or (should_cancel is not None and should_cancel()):
+            raise RunCancelled()
+        seen: dict[str, set[str]] = {}
+        for rec in self._seen_records(tenant_id, run_id):
+            seen.setdefault(rec["stream"], set()).update(rec.get("ids") or ())
+        started = run.get("startedAt") or run["queuedAt"]
+        swept: dict[str, int] = {}
+        blocked: dict[str, str] = {}
+        samples: list[str] = []
+        for name in stream_names:
+            stats = (run.get("streamStats") or {}).get(name) or {}
+            if stats.get("sweepBlocked"):
+                blocked[name] = stats["sweepBlocked"]
+                continue
+            seen_here = seen.get(name, set())
+            if not seen_here and not int(stats.get("read") or 0):
+                # An empty answer (an emptied export folder, a token that now sees nothing) is far more often
+                # a mistake than a vendor that really holds nothing: never wipe a stream on that alone.
+                blocked[name] = ("the source returned no records for this stream, so nothing was removed; "
+                                 "if they really are all gone, pause the connection and remove it")
+                continue
+            removed = 0
+            for container in (CRM, DOCUMENTS):
+                gone = self._vanished(container, tenant_id, connection_id, name, run_id, seen_here, started)
+                vanished = list(gone)
+                for start in range(0, len(vanished), SWEEP_DELETE_BATCH):
+                    batch = vanished[start:start + SWEEP_DELETE_BATCH]
+                    removed += self._delete_ids(container, tenant_id, batch)
+                    if container == DOCUMENTS:
+                        # After the delete, as for vendor delete events: the pipeline drops their chunks.
+                        for doc_id in batch:
+                            self.on_document_changed(tenant_id, doc_id, "delete")
+                    if heartbeat is not None:
+                        # A large sweep outlasts the queue lease; it is still making progress.
+                        heartbeat(f"removing records no longer at the vendor: {name}, {removed} so far")
+                room = MAX_SWEEP_SAMPLES - len(samples)
+                samples += [gone[i] for i in vanished[:max(room, 0)]]
+            swept[name] = removed
+        total = sum(swept.values())
+        at = clock.iso(self.now())
+
+        def change(doc: Doc | None) -> Doc:
+            if doc is None:
+                raise NotFound(f"sync run {run_id} not found")
+            # Added, not set: an attempt that died mid-sweep left part of it done, and the retry sweeps the rest.
+            doc["swept"] = int(doc.get("swept") or 0) + total
+            doc["deleted"] = int(doc.get("deleted") or 0) + total
+            for name, n in swept.items():
+                entry = doc.setdefault("streamStats", {}).setdefault(name, {})
+                entry["swept"] = int(entry.get("swept") or 0) + n
+            doc["sweep"] = {"at": at, "streams": swept, "notSwept": blocked}
+            return doc
+
+        self.store.update(RUNS, tenant_id, run_id, change)
+        trigger = run.get("trigger") or {}
+        who = trigger.get("actor") or trigger.get("type") or "the system"
+        why = trigger.get("reason") or "no reason given"
+        self.audit.record(
+            SYSTEM, tenant_id, "integration.full_resync_sweep", f"connection:{connection_id}",
+            f"full resync {run_id} requested by {who} ({why}): removed {total} record(s) no longer at the vendor",
+            after={"runId": run_id, "deleted": total, "streams": swept, "notSwept": blocked,
+                   "sampleSourceIds": samples},
+        )
+
+    def _seen_records(self, tenant_id: str, run_id: str) -> list[Doc]:
+        """The run's ``sync_seen`` records, by id prefix (a primary-key range in both backends)."""
+        prefix = f"{run_id}:"
+        return self.store.query(SEEN, tenant_id, [Cond("id", ">=", prefix), Cond("id", "<", prefix + "\U0010ffff")])
+
+    def _drop_seen(self, tenant_id: str, run_id: str) -> None:
+        """A finished run's ``sync_seen`` records are of no further use."""
+        ids = [d["id"] for d in self._seen_records(tenant_id, run_id)]
+        if ids:
+            self._delete_ids(SEEN, tenant_id, ids)
+
+    def _vanished(
+        self, container: str, tenant_id: str, connection_id: str, stream: str, run_id: str, seen: set[str],
+        started: str,
+    ) -> dict[str, str]:
+        """id -> sourceId of the stream's stored records that this run neither wrote nor saw, and that no
+        other run wrote after this one started.
+
+        With a store that reads single fields, the ids come from the (connectionId, stream, runId)
+        index and only the unseen ones are read further; otherwise one query returns the records.
+        """
+        where = [Cond("connectionId", "=", connection_id), Cond("stream", "=", stream), Cond("runId", "!=", run_id)]
+        if self._query_fields is not None and self._existing_fields is not None:
+            unseen = [i for i in self._query_fields(container, tenant_id, where, ()) if i not in seen]
+            found = self._existing_fields(container, tenant_id, unseen, ("sourceId", "syncedAt")) if unseen else {}
+        else:
+            found = {d["id"]: (d.get("sourceId"), d.get("syncedAt"))
+                     for d in self.store.query(container, tenant_id, where) if d["id"] not in seen}
+        return {i: str(source_id) for i, (source_id, synced_at) in found.items()
+                if synced_at is None or synced_at < started}
+
+    def _delete_ids(self, container: str, tenant_id: str, ids: Sequence[str]) -> int:
+        if self._delete_many is not None:
+            return self._delete_many(container, tenant_id, ids)
+        n = 0
+        for doc_id in ids:
+            try:
+                self.store.delete(container, tenant_id, doc_id)
+                n += 1
+            except NotFound:
+                pass
+        return n
 
     # finishing ---------------------------------------------------------------------------
     def _finish_without_running(self, run: Doc, attempts: list[dict[str, Any]], status: str, reason: str) -> Doc:
@@ -906,11 +1148,15 @@ class SyncEngine:
         assert run is not None
         if already_final:
             self._release_connection(conn, run_id)
+            if run.get("full"):
+                self._drop_seen(tenant_id, run_id)
             return run
         status = run["status"]
         self._update_connection_after(conn, run, token, kind, message, at)
         if status in FINAL_STATES:
             self._roll_up(conn, run)
+            if run.get("full"):
+                self._drop_seen(tenant_id, run_id)
         return run
 
     def _update_connection_after(
@@ -1029,6 +1275,10 @@ class SyncEngine:
         if conn is not None:
             self._update_connection_after(conn, run, None, None, None, at)
             self._roll_up(conn, run)
+        if run.get("full"):
+            # A running attempt may still store a page (and its seen ids) before it notices; what it
+            # leaves is dropped when that attempt finishes (``_finish``).
+            self._drop_seen(tenant_id, run_id)
         return run
 
     def fail_stale_runs(self, older_than_seconds: float | None = None) -> list[Doc]:

@@ -1,7 +1,9 @@
 """Fake Microsoft identity platform routes (OpenID configuration and the v2.0 token endpoint) for msal.
 
 Mixed into the Dynamics 365 and Microsoft Graph fakes so msal's tenant discovery and token
-requests (client credentials and refresh token grants) hit the same local HTTPS server.
+requests (client credentials, refresh token and authorization code grants) hit the same local
+HTTPS server. The authorize route consents at once and redirects back with a code (or with
+``error=access_denied`` when ``oauth.deny_consent`` is set).
 Errors use the AADSTS shapes msal parses (``error``, ``error_description``, ``error_codes``).
 """
 
@@ -47,6 +49,10 @@ class AzureAdMixin(FakeVendor):
             },
         )
 
+    @route("GET", r"/(?P<tenant>[^/]+)/oauth2/v2.0/authorize")
+    def aad_authorize(self, req: Request) -> Response:
+        return self.consent_redirect(req)
+
     @route("POST", r"/(?P<tenant>[^/]+)/oauth2/v2.0/token")
     def aad_token(self, req: Request) -> Response:
         form = req.form()
@@ -73,6 +79,19 @@ class AzureAdMixin(FakeVendor):
                     "The refresh token has expired due to inactivity.",
                 )
             body["access_token"], body["refresh_token"] = issued
+            body["scope"] = form.get("scope", "")
+            return Response(200, body)
+        if grant == "authorization_code":
+            redeemed = self.redeem_code(form)
+            if isinstance(redeemed, str):
+                return self._aad_error(400, "invalid_grant", *{
+                    "code": (70008, "The provided authorization code or refresh token has expired or was used."),
+                    "redirect": (50011, "The redirect URI specified in the request does not match."),
+                    "pkce": (50148, "The code_verifier does not match the code_challenge supplied in the "
+                                    "authorization request for PKCE."),
+                    "client": (7000215, "Invalid client secret provided."),
+                }[redeemed])
+            body["access_token"], body["refresh_token"] = redeemed
             body["scope"] = form.get("scope", "")
             return Response(200, body)
         return self._aad_error(400, "unsupported_grant_type", 70003, f"grant {grant} is not supported")

@@ -45,7 +45,8 @@ class FakeGoogleDrive(FakeVendor):
 
     def connector_config(self) -> dict[str, Any]:
         config = super().connector_config()
-        config.update(api_url=self.url, token_uri=f"{self.url}/token", page_size=self.page_size)
+        config.update(api_url=self.url, token_uri=f"{self.url}/token", auth_uri=f"{self.url}/o/oauth2/v2/auth",
+                      page_size=self.page_size)
         return config
 
     def connector_credentials(self) -> dict[str, Any]:
@@ -85,11 +86,22 @@ class FakeGoogleDrive(FakeVendor):
         )
 
     # -- OAuth ----------------------------------------------------------------------------------
+    @route("GET", r"/o/oauth2/v2/auth")
+    def authorize(self, req: Request) -> Response:
+        return self.consent_redirect(req)
+
     @route("POST", r"/token")
     def token(self, req: Request) -> Response:
         form = req.form()
         if not self.oauth.client_ok(form.get("client_id"), form.get("client_secret")):
             return Response(401, {"error": "invalid_client", "error_description": "The OAuth client was not found."})
+        if form.get("grant_type") == "authorization_code":
+            redeemed = self.redeem_code(form)
+            if isinstance(redeemed, str):
+                return Response(400, {"error": "invalid_grant", "error_description": f"Bad Request ({redeemed})"})
+            return Response(200, {"access_token": redeemed[0], "refresh_token": redeemed[1],
+                                  "expires_in": self.oauth.expires_in, "token_type": "Bearer",
+                                  "scope": "https://www.googleapis.com/auth/drive.readonly"})
         issued = self.oauth.refresh(form.get("refresh_token"))
         if issued is None:
             return Response(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})

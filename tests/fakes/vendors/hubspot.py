@@ -63,6 +63,7 @@ class FakeHubSpot(FakeVendor):
         config = super().connector_config()
         config["page_size"] = self.page_size
         config["webhook_url"] = "https://console.example/webhooks/hubspot"
+        config["authorize_url"] = f"{self.url}/oauth/authorize"  # app.hubspot.com in real life
         return config
 
     def connector_credentials(self) -> dict[str, Any]:
@@ -87,12 +88,23 @@ class FakeHubSpot(FakeVendor):
         )
 
     # -- OAuth ----------------------------------------------------------------------------------
+    @route("GET", r"/oauth/authorize")
+    def authorize(self, req: Request) -> Response:
+        return self.consent_redirect(req)
+
     @route("POST", r"/oauth/v1/token")
     def token(self, req: Request) -> Response:
         form = req.form()
         if not self.oauth.client_ok(form.get("client_id"), form.get("client_secret")):
             return Response(400, {"status": "BAD_CLIENT_ID", "message": "missing or unknown client id"})
-        issued = self.oauth.refresh(form.get("refresh_token"))
+        if form.get("grant_type") == "authorization_code":
+            redeemed = self.redeem_code(form)
+            if isinstance(redeemed, str):
+                status = {"redirect": "BAD_REDIRECT_URI", "client": "BAD_CLIENT_ID"}.get(redeemed, "BAD_AUTH_CODE")
+                return Response(400, {"status": status, "message": f"missing or unknown auth code ({redeemed})"})
+            issued: tuple[str, str] | None = redeemed
+        else:
+            issued = self.oauth.refresh(form.get("refresh_token"))
         if issued is None:
             return Response(400, {"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"})
         access, refresh = issued

@@ -133,9 +133,15 @@ class FakeSalesforce(FakeVendor):
         return Response(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
 
     # -- OAuth ----------------------------------------------------------------------------------
+    @route("GET", r"/services/oauth2/authorize")
+    def authorize(self, req: Request) -> Response:
+        return self.consent_redirect(req)
+
     @route("POST", r"/services/oauth2/token")
     def token(self, req: Request) -> Response:
         form = req.form()
+        if form.get("grant_type") == "authorization_code":
+            return self._redeem(form)
         if form.get("grant_type") != "refresh_token":
             return Response(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
         if not self.oauth.client_ok(form.get("client_id"), form.get("client_secret")):
@@ -144,6 +150,25 @@ class FakeSalesforce(FakeVendor):
         if issued is None:
             return Response(400, {"error": "invalid_grant", "error_description": "expired access/refresh token"})
         access, _ = issued
+        return self._token_body(access)
+
+    def _redeem(self, form: dict[str, str]) -> Response:
+        issued = self.redeem_code(form)
+        if isinstance(issued, tuple):
+            body = self._token_body(issued[0]).body
+            assert isinstance(body, dict)
+            body.update(refresh_token=issued[1], scope="refresh_token api")
+            return Response(200, body)
+        errors = {
+            "client": ("invalid_client_id", "client identifier invalid"),
+            "code": ("invalid_grant", "invalid authorization code"),
+            "redirect": ("redirect_uri_mismatch", "redirect_uri must match configuration"),
+            "pkce": ("invalid_grant", "invalid code verifier"),
+        }
+        error, description = errors[issued]
+        return Response(400, {"error": error, "error_description": description})
+
+    def _token_body(self, access: str) -> Response:
         return Response(
             200,
             {

@@ -12,6 +12,11 @@ documented JSON shapes. What every fake shares:
   from the next data page request on) + ``revive()``, ``clear()``.
 * ``oauth``: ``expire_access_tokens()`` (next call answers 401 until a refresh), ``revoke()``
   (refresh answers invalid_grant), ``rotate`` (issue new refresh tokens), counters.
+  Consent (authorization code): the vendor's authorize route calls ``consent_redirect(req)``, which
+  redirects at once to ``redirect_uri`` with a one-time code and the same ``state`` (or with
+  ``error=access_denied`` when ``oauth.deny_consent`` is set); the token route redeems the code
+  with ``oauth.redeem(...)``, which checks the client, the redirect URI and the PKCE verifier and
+  issues a refresh token the refresh grant then accepts.
 * ``data``: tables of records keyed by a global change sequence (``Table``): ``update(id)``,
   ``add(row)``, ``delete(id)``, ``malform(id)`` (served broken by the vendor's serialiser),
   ``expected_ids(table)`` (live, well-formed ids: what a correct sync ends with).
@@ -22,8 +27,10 @@ Records are generated on the fly from their index, so a fake can hold 100,000 of
 
 from __future__ import annotations
 
+import base64
 import bisect
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import re
@@ -275,6 +282,13 @@ class OAuthState:
         self.client_credential_grants = 0
         self.initial_access_token = self.issue()
         self._lock = threading.Lock()
+        # consent: code -> what the authorize request bound it to
+        self.codes: dict[str, dict[str, str | None]] = {}
+        self.deny_consent = False
+        self.consents = 0
+        self.code_exchanges = 0
+        self.authorize_requests: list[dict[str, str]] = []
+        self.token_forms: list[dict[str, str]] = []
 
     @property
     def refresh_token(self) -> str:
@@ -299,6 +313,70 @@ class OAuthState:
 
     def client_ok(self, client_id: str | None, client_secret: str | None) -> bool:
         return client_id == self.client_id and client_secret == self.client_secret
+
+    def authorize(self, query: dict[str, str]) -> tuple[str, dict[str, str]] | str:
+        """The consent page, answered at once: (redirect_uri, params to send back) or why it cannot redirect."""
+        self.authorize_requests.append(dict(query))
+        redirect = query.get("redirect_uri") or ""
+        if query.get("client_id") != self.client_id:
+            return "unknown client_id"
+        if not redirect.startswith(("http://", "https://")):
+            return "missing or bad redirect_uri"
+        params: dict[str, str]
+        if query.get("response_type") != "code":
+            params = {"error": "unsupported_response_type", "error_description": "only response_type=code"}
+        elif self.deny_consent:
+            params = {"error": "access_denied", "error_description": "The user denied the request"}
+        else:
+            code = "fake-code-" + secrets.token_hex(12)
+            with self._lock:
+                self.consents += 1
+                self.codes[code] = {
+                    "redirect_uri": redirect,
+                    "challenge": query.get("code_challenge"),
+                    "method": query.get("code_challenge_method") or ("plain" if query.get("code_challenge") else None),
+                    "scope": query.get("scope"),
+                }
+            params = {"code": code}
+        if "state" in query:
+            params["state"] = query["state"]
+        return redirect, params
+
+    def redeem(
+        self, code: str | None, redirect_uri: str | None, verifier: str | None, client_id: str | None,
+        client_secret: str | None,
+    ) -> tuple[str, str] | str:
+        """(access, refresh) for a good code, else the reason: ``client`` | ``code`` | ``redirect`` | ``pkce``.
+
+        A code is spent by its first redemption, good or bad (as real servers do).
+        """
+        if not self.client_ok(client_id, client_secret):
+            return "client"
+        with self._lock:
+            bound = self.codes.pop(code or "", None)
+            if bound is None:
+                return "code"
+            if redirect_uri != bound["redirect_uri"]:
+                return "redirect"
+            challenge = bound["challenge"]
+            if challenge is not None:
+                if not verifier:
+                    return "pkce"
+                if bound["method"] == "S256":
+                    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+                    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+                else:
+                    expected = verifier
+                if expected != challenge:
+                    return "pkce"
+            self.code_exchanges += 1
+            refresh = "fake-refresh-" + secrets.token_hex(8)
+            if self.rotate:
+                self.refresh_tokens = {refresh}
+            else:
+                self.refresh_tokens.add(refresh)
+            self.revoked = False
+            return self.issue(), refresh
 
     def refresh(self, refresh_token: str | None) -> tuple[str, str] | None:
         """(access, refresh) for a good refresh token, else None (invalid_grant)."""
@@ -621,6 +699,23 @@ class FakeVendor:
     def error_response(self, status: int, retry_after: float | None, req: Request) -> Response:
         """The vendor's error body for an injected status; subclasses give their exact shape."""
         return Response(status, {"error": {"code": status, "message": f"Injected fault {status}"}})
+
+    def consent_redirect(self, req: Request) -> Response:
+        """An authorize endpoint that consents at once: 302 back to ``redirect_uri`` with a code and the state."""
+        answer = self.oauth.authorize(req.query)
+        if isinstance(answer, str):
+            return Response(400, f"<h1>Cannot authorize</h1><p>{answer}</p>", content_type="text/html")
+        redirect, params = answer
+        sep = "&" if urllib.parse.urlsplit(redirect).query else "?"
+        return Response(302, None, headers={"Location": redirect + sep + urllib.parse.urlencode(params)})
+
+    def redeem_code(self, form: dict[str, str], basic: tuple[str, str] | None = None) -> tuple[str, str] | str:
+        """Redeem a token request's authorization code (client from the form, or HTTP Basic)."""
+        self.oauth.token_forms.append(dict(form))
+        client_id, client_secret = basic or (form.get("client_id"), form.get("client_secret"))
+        return self.oauth.redeem(
+            form.get("code"), form.get("redirect_uri"), form.get("code_verifier"), client_id, client_secret
+        )
 
     def data_page_served(self) -> None:
         """Vendors call this after building each page of records (drives ``die_after_pages``)."""
