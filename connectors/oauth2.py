@@ -42,6 +42,7 @@ from core.errors import ConfigError, ConnectorError, RateLimited, TransientError
 if TYPE_CHECKING:
     from connectors.base import TokenStore
 
+TOKEN_FIELDS = ("access_token", "refresh_token", "expires_at", "refresh_token_issued_at")
 # OAuth error codes (RFC 6749 5.2 and vendor variants) that mean a person has to reconnect.
 REAUTH_ERRORS = frozenset(
     {
@@ -65,6 +66,11 @@ def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stored_tokens(credentials: Mapping[str, Any]) -> dict[str, Any]:
+    """The token fields a connection's stored credentials carry (the rest are app keys and settings)."""
+    return {k: credentials[k] for k in TOKEN_FIELDS if credentials.get(k) is not None}
 
 
 def oauth_error(vendor: str, code: str, description: str, grant: str = "refresh_token") -> ConnectorError:
@@ -219,11 +225,7 @@ class OAuth2Client(TokenProvider):
         self.token_url = token_url
         self.client_id = client_id
         self.client_secret = client_secret
-        self.tokens = {
-            k: credentials.get(k)
-            for k in ("access_token", "refresh_token", "expires_at", "refresh_token_issued_at")
-            if credentials.get(k) is not None
-        }
+        self.tokens = stored_tokens(credentials)
         self.http = http
         self.retry = retry
         self.grant = grant
@@ -402,11 +404,7 @@ class MsalTokenProvider(TokenProvider):
         self.client_secret = client_secret
         self.scopes = scopes
         self.delegated = bool(credentials.get("refresh_token"))
-        self.tokens = {
-            k: credentials.get(k)
-            for k in ("access_token", "refresh_token", "expires_at", "refresh_token_issued_at")
-            if credentials.get(k) is not None
-        }
+        self.tokens = stored_tokens(credentials)
         self.session_factory = session_factory
         self.retry = retry
         self.token_store = token_store
