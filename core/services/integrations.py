@@ -40,8 +40,8 @@ from core.services.sync_engine import (
     ROLLUPS,
     RUNS,
     SyncEngine,
-    _token_fields,
     new_connection,
+    token_record,
 )
 from core.services.work_queue import WorkQueue
 
@@ -591,7 +591,7 @@ class IntegrationsService:
             # A fresh consent answers a config error, as new credentials do: the next run shows whether it works.
             if doc.get("lastErrorType") == "config":
                 doc.update(lastError=None, lastErrorType=None, consecutiveFailures=0, failingSince=None)
-            doc["token"] = {**_token_fields(info, doc.get("token")), "lastRefreshError": None}
+            doc["token"] = {**token_record(info, doc.get("token")), "lastRefreshError": None}
             doc["lastConsent"] = {"at": at, "by": principal.email, "ok": True, "message": f"{label} account connected"}
             return doc
 

@@ -461,7 +461,7 @@ class SyncEngine:
                 return None
             doc["lastTest"] = result
             if token is not None:
-                doc["token"] = _token_fields(token, doc.get("token"))
+                doc["token"] = token_record(token, doc.get("token"))
             return doc
 
         self.store.update(CONNECTIONS, conn["tenantId"], conn["id"], change)
@@ -1175,7 +1175,7 @@ class SyncEngine:
             doc["lastRunAt"] = at
             doc["lastAttemptAt"] = at
             if token is not None:
-                doc["token"] = _token_fields(token, doc.get("token"))
+                doc["token"] = token_record(token, doc.get("token"))
             if status in (SUCCEEDED, PARTIAL):
                 doc.update(lastSuccessAt=at, consecutiveFailures=0, failingSince=None, lastError=None,
                            lastErrorType=None)
@@ -1309,7 +1309,7 @@ class Stalled(ConnectorError):
     kind = "stalled"
 
 
-def _token_fields(info: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+def token_record(info: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
     """Connector ``token_info()`` -> the connection's ``token`` record the health model reads."""
     refresh_expires = None
     issued = info.get("refresh_token_issued_at")
