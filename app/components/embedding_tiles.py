@@ -5,21 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from core.services.embeddings import BACKLOG_ALERT, FAILURE_RATE_ALERT, SEARCH_P95_ALERT_MS, Kpis
+from core.services.integration_health import human_duration
 
 _BADGE = {"ok": ":green-badge[ok]", "warn": ":orange-badge[watch]", "bad": ":red-badge[over threshold]"}
 
 
 def human_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    s = float(seconds)
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    if s < 172_800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
+    return "—" if seconds is None else human_duration(seconds, compact=True)
 
 
 def kpi_tiles(k: Kpis) -> None:

@@ -406,7 +406,7 @@ def detail_view(connection_id: str) -> None:
     ok7 = sum(int(d.get("succeeded") or 0) + int(d.get("partial") or 0) for d in week)
     lag = detail.health.freshness_lag_seconds
     m = st.columns(5)
-    m[0].metric("Since last success", human_duration(lag), border=True)
+    m[0].metric("Since last success", human_duration(lag, compact=True), border=True, help=human_duration(lag))
     m[1].metric("Runs, 7 days", runs7, border=True)
     m[2].metric("7-day success", f"{ok7 / runs7:.0%}" if runs7 else "no runs", border=True)
     m[3].metric("Records synced", f"{int(conn.get('recordsSynced') or 0):,}", border=True)

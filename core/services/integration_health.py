@@ -76,12 +76,21 @@ class Health:
     webhook: WebhookFreshness | None = None
 
 
-def human_duration(seconds: float | None) -> str:
-    """'3 h 20 min', '45 s', '2 d 4 h': short enough for a table cell."""
+def human_duration(seconds: float | None, compact: bool = False) -> str:
+    """'3 h 20 min', '45 s', '2 d 4 h' for a table cell; ``compact`` gives one unit ('3.3 h') for tiles."""
     if seconds is None:
         return "never"
     s = int(abs(seconds))
     sign = "-" if seconds < 0 else ""
+    if compact:
+        f = abs(float(seconds))
+        if f < 90:
+            return f"{sign}{f:.0f} s"
+        if f < 5400:
+            return f"{sign}{f / 60:.0f} min"
+        if f < 172_800:
+            return f"{sign}{f / 3600:.1f} h"
+        return f"{sign}{f / 86400:.1f} d"
     if s < 60:
         return f"{sign}{s} s"
     if s < 3600:

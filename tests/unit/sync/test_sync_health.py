@@ -185,3 +185,11 @@ def test_webhook_freshness_states() -> None:
 )
 def test_human_duration(seconds: float | None, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "never"), (45, "45 s"), (600, "10 min"), (11_520, "3.2 h"), (-11_520, "-3.2 h"), (259_200, "3.0 d")],
+)
+def test_human_duration_compact_fits_a_tile(seconds: float | None, text: str) -> None:
+    assert human_duration(seconds, compact=True) == text
