@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from app.components.errors import handled, show_error
+from app.components.flash import flash, show_flash
 from app.components.guard import page_context
 from app.components.integrations_view import (
     STATUS_ICONS,
@@ -62,18 +63,12 @@ def open_connection(connection_id: str | None) -> None:
         del st.query_params["connection"]
 
 
-def show_flash() -> None:
-    flash = st.session_state.pop(FLASH, None)
-    if flash:
-        kind, text = flash
-        (st.success if kind == "ok" else st.warning)(text)
-
 
 # list view ---------------------------------------------------------------------------------------
 def list_view() -> None:
     st.title("Integrations")
     st.caption("Health of every connection you may see, worst first. Open one to see its runs, errors and cursors.")
-    show_flash()
+    show_flash(FLASH)
     show_consent_notice(None)
     everything = load_connections(STORE_KEY, ctx.principal, ctx.tenant_id, None, None)
     c1, c2, c3 = st.columns(3)
@@ -151,7 +146,7 @@ def add_connection_form() -> None:
                     created = svc.create_connection(ctx.principal, tenant, provider, name, config, creds,
                                                     interval_seconds=float(minutes) * 60, reason=reason)
                     refresh_lists()
-                    st.session_state[FLASH] = ("ok", f"Connection {created['name']} added.")
+                    flash(FLASH, "ok", f"Connection {created['name']} added.")
                     open_connection(created["id"])
                     st.rerun()
 
@@ -233,7 +228,7 @@ def pause_dialog(tenant_id: str, connection_id: str, paused: bool) -> None:
                 svc.pause(ctx.principal, tenant_id, connection_id, reason)
             refresh_lists()
             close_dialog()
-            st.session_state[FLASH] = ("ok", "Connection resumed." if paused else "Connection paused.")
+            flash(FLASH, "ok", "Connection resumed." if paused else "Connection paused.")
             st.rerun()
 
 
@@ -354,7 +349,7 @@ def progress_panel(tenant_id: str, connection_id: str, active_run: str | None) -
                 st.session_state.pop(PENDING, None)
                 text = (f"{label} finished: {status} · {run.get('read', 0)} read, {run.get('written', 0)} written, "
                         f"{run.get('skipped', 0)} skipped" + (f" · {run['error']}" if run.get("error") else ""))
-                st.session_state[FLASH] = ("ok" if status in ("succeeded", "partial") else "warn", text)
+                flash(FLASH, "ok" if status in ("succeeded", "partial") else "warn", text)
                 refresh_lists()
                 st.rerun()
         elif mine and mine.get("job_id"):
@@ -366,7 +361,7 @@ def progress_panel(tenant_id: str, connection_id: str, active_run: str | None) -
             result = job.get("result") or {}
             ok = job["status"] == "succeeded" and result.get("ok", True)
             message = result.get("message") or job.get("error") or job["status"]
-            st.session_state[FLASH] = ("ok" if ok else "warn", f"{mine['label']}: {message}")
+            flash(FLASH, "ok" if ok else "warn", f"{mine['label']}: {message}")
             st.rerun()
 
 
@@ -396,7 +391,7 @@ def detail_view(connection_id: str) -> None:
     interval = (conn.get("schedule") or {}).get("intervalSeconds") or 3600
     st.caption(f"{svc.provider_labels.get(conn['provider'], conn['provider'])} · tenant {tenant_id} · "
                f"every {human_duration(interval)} · id {connection_id}")
-    show_flash()
+    show_flash(FLASH)
     show_consent_notice(connection_id)
     health_box(detail)
 
@@ -510,7 +505,7 @@ def settings_form(tenant_id: str, detail: ConnectionDetail) -> None:
                 svc.update_settings(ctx.principal, tenant_id, conn["id"], reason, interval_seconds=float(minutes) * 60,
                                     enabled_streams=chosen, notification_url=url)
                 refresh_lists()
-                st.session_state[FLASH] = ("ok", "Settings saved.")
+                flash(FLASH, "ok", "Settings saved.")
                 st.rerun()
 
 
@@ -538,7 +533,7 @@ def credentials_form(tenant_id: str, detail: ConnectionDetail) -> None:
                 with handled():
                     svc.update_credentials(ctx.principal, tenant_id, conn["id"], values, reason)
                     refresh_lists()
-                    st.session_state[FLASH] = ("ok", "Credentials saved (encrypted).")
+                    flash(FLASH, "ok", "Credentials saved (encrypted).")
                     st.rerun()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from app.components.errors import handled
+from app.components.flash import flash, show_flash
 from app.components.guard import page_context
 from app.components.model_view import (
     HEADLINE_METRICS,
@@ -60,14 +61,6 @@ def refresh() -> None:
     load_checks.clear()
 
 
-def flash(kind: str, text: str) -> None:
-    st.session_state[FLASH] = (kind, text)
-
-
-def show_flash() -> None:
-    item = st.session_state.pop(FLASH, None)
-    if item:
-        (st.success if item[0] == "ok" else st.warning)(item[1])
 
 
 def pick_model() -> str:
@@ -212,7 +205,7 @@ def drift_tab(tenant: str, kind: str) -> None:
                 check = svc.run_drift_check(ctx.principal, tenant, kind, clock.iso(end - timedelta(hours=hours)),
                                             clock.iso(end), label=f"last {hours}h")
                 refresh()
-                flash("ok" if not check["alert"] else "warn",
+                flash(FLASH, "ok" if not check["alert"] else "warn",
                       f"Drift check stored: {sum(bool(f.get('drifted')) for f in check['features'])} drifted "
                       f"feature(s), alert {'raised' if check['alert'] else 'not raised'}.")
                 st.rerun()
@@ -259,7 +252,7 @@ def rollback_dialog(tenant: str, kind: str) -> None:
             move = svc.rollback(ctx.principal, tenant, kind, reason)
             close_dialog()
             refresh()
-            flash("ok", f"Rolled back: v{move['version']} is the champion again (was v{move['previous']}).")
+            flash(FLASH, "ok", f"Rolled back: v{move['version']} is the champion again (was v{move['previous']}).")
             st.rerun()
 
 
@@ -291,7 +284,7 @@ def actions_tab(tenant: str, kind: str, champ: str | None, chall: str | None) ->
         if st.form_submit_button("Queue retrain"):
             with handled():
                 job = svc.request_retrain(ctx.principal, tenant, kind, reason)
-                flash("ok", f"Retrain queued (job {job['id']}); progress shows below.")
+                flash(FLASH, "ok", f"Retrain queued (job {job['id']}); progress shows below.")
                 st.rerun()
     retrain_progress(tenant, kind)
 
@@ -319,7 +312,7 @@ def actions_tab(tenant: str, kind: str, champ: str | None, chall: str | None) ->
                 with handled():
                     move = svc.promote(ctx.principal, tenant, kind, reason, override=override)
                     refresh()
-                    flash("ok", f"v{move['version']} is the champion now"
+                    flash(FLASH, "ok", f"v{move['version']} is the champion now"
                           + (" (gate overridden)" if move.get("override") else "") + ".")
                     st.rerun()
 
@@ -341,7 +334,7 @@ def actions_tab(tenant: str, kind: str, champ: str | None, chall: str | None) ->
             if st.form_submit_button("Save schedule"):
                 with handled():
                     svc.set_schedule(ctx.principal, tenant, kind, int(every) or None, reason)
-                    flash("ok", "Schedule saved." if every else "Scheduled retraining is off.")
+                    flash(FLASH, "ok", "Schedule saved." if every else "Scheduled retraining is off.")
                     st.rerun()
 
 
@@ -349,7 +342,7 @@ def actions_tab(tenant: str, kind: str, champ: str | None, chall: str | None) ->
 st.title("Models")
 st.caption("Which version serves each model, how versions compare, whether live requests drift from the training "
            "data, and the actions that change what serves. Every action is audited.")
-show_flash()
+show_flash(FLASH)
 tenant_id = ctx.one_tenant(key="models_tenant")
 if tenant_id:
     model = pick_model()

@@ -10,6 +10,7 @@ import streamlit as st
 from app.components import experiment_charts as charts
 from app.components import experiment_tables as tables
 from app.components.errors import handled
+from app.components.flash import flash, show_flash
 from app.components.guard import page_context
 from app.components.tables import table_with_csv
 from core.adapters.llm_openai import HOW_TO_CONFIGURE
@@ -43,14 +44,6 @@ def refresh() -> None:
     load_results.clear()
 
 
-def flash(kind: str, text: str) -> None:
-    st.session_state[FLASH] = (kind, text)
-
-
-def show_flash() -> None:
-    item = st.session_state.pop(FLASH, None)
-    if item:
-        (st.success if item[0] == "ok" else st.warning)(item[1])
 
 
 def close_dialog() -> None:
@@ -84,7 +77,7 @@ def llm_notice() -> bool:
 def _done(text: str) -> None:
     close_dialog()
     refresh()
-    flash("ok", text)
+    flash(FLASH, "ok", text)
     st.rerun()
 
 
@@ -204,7 +197,7 @@ def results_view(experiment_id: str) -> None:
     st.caption(f"{exp['status']} · slot `{exp['slot']}` · {targets} · id {exp['id']} · started "
                f"{(exp.get('startedAt') or 'not yet')[:10]}")
     st.markdown(f"**Hypothesis.** {exp['hypothesis']}")
-    show_flash()
+    show_flash(FLASH)
     result, decision = load_results(STORE_KEY, principal, experiment_id, ctx.tenant_id)
     health = services.experiments.health(result, exp)
     versions = {v["name"]: v["version"] for v in exp["variants"]}
@@ -505,7 +498,7 @@ def create_tab() -> None:
                 correction=correction, sequential=sequential, reason=reason,
             )
             refresh()
-            flash("ok", f"Created draft experiment {exp['name']}; start it from its page.")
+            flash(FLASH, "ok", f"Created draft experiment {exp['name']}; start it from its page.")
             open_experiment(exp["id"])
             st.rerun()
 
@@ -519,7 +512,7 @@ with handled():
         st.title("Prompt experiments")
         st.caption("Versioned system prompts, offline evaluations, and A/B experiments with statistics you can "
                    "trust: deterministic sticky assignment, always-valid intervals, SRM and guardrail checks.")
-        show_flash()
+        show_flash(FLASH)
         tab_list, tab_catalog, tab_eval, tab_new = st.tabs(["Experiments", "Catalog", "Evaluations",
                                                             "New experiment"])
         with tab_list:
