@@ -120,6 +120,18 @@ def wait_idle(page, timeout: float = 90_000) -> None:  # type: ignore[no-untyped
         page.wait_for_timeout(700)
 
 
+def open_signed_in(page, url: str, timeout: float = 30_000) -> None:  # type: ignore[no-untyped-def]
+    """Load ``url`` in a signed-in browser: a fresh load is a new session that shows the sign-in form until the
+    cookie component has read the session cookie and rerun the script, which on a busy machine can outlast
+    ``wait_idle``'s quiet spell."""
+    page.goto(url)
+    wait_idle(page)
+    button = page.get_by_role("button", name="Sign in")
+    if button.count():
+        button.first.wait_for(state="detached", timeout=timeout)
+        wait_idle(page)
+
+
 def sign_in(page, url: str, email: str, password: str) -> None:  # type: ignore[no-untyped-def]
     page.goto(url)
     wait_idle(page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.registry import available_pages
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, DEMO_PASSWORD, sign_in, wait_idle
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, DEMO_PASSWORD, open_signed_in, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -16,8 +16,7 @@ def test_admin_visits_every_page(console, browser, tmp_path):
     assert page.get_by_text(f"Signed in as {ADMIN_EMAIL}").count() or page.get_by_text(ADMIN_EMAIL).count()
     for spec in available_pages():
         # A fresh page load is a new Streamlit session: it must resume from the session cookie.
-        page.goto(f"{console.url}/{spec.key}")
-        wait_idle(page)
+        open_signed_in(page, f"{console.url}/{spec.key}")
         page.screenshot(path=str(tmp_path / f"{spec.key}.png"), full_page=True)
         assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {spec.key}"
         assert page.get_by_role("button", name="Sign in").count() == 0, (
@@ -36,8 +35,7 @@ def test_support_user_sees_only_their_pages(console, browser, tmp_path):
     for spec in available_pages():
         shown = sidebar.get_by_role("link", name=spec.title, exact=True).count() > 0
         assert shown == (spec.title in allowed), f"{spec.title}: shown={shown} for support"
-    page.goto(f"{console.url}/users")
-    wait_idle(page)
+    open_signed_in(page, f"{console.url}/users")
     page.screenshot(path=str(tmp_path / "support-users.png"))
     assert page.get_by_text("Not authorised").count() > 0
     assert page.locator('[data-testid="stDataFrame"]').count() == 0

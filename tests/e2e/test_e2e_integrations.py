@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.e2e.conftest import DEMO_PASSWORD, sign_in, wait_idle
+from tests.e2e.conftest import DEMO_PASSWORD, open_signed_in, sign_in, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -56,8 +56,7 @@ def test_support_resyncs_the_demo_connection_and_watches_it_finish(console, brow
     sign_in(page, console.url, SUPPORT, DEMO_PASSWORD)
 
     # The list: the demo tenant's connections, with health counts.
-    page.goto(f"{console.url}/integrations")
-    wait_idle(page)
+    open_signed_in(page, f"{console.url}/integrations")
     assert settles_to(page, '[data-testid="stMetric"]', 5) == 5, "one tile per health status, shown once"
     shot(page, tmp_path, "1-list")
     no_exception(page, "the integrations list")
