@@ -28,6 +28,19 @@ _SQL_OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 # The fast one (about 10x), used only where its output reads back the same (see ``_encode_json``).
 _fast_encode = msgspec.json.Encoder().encode
+_fast_decode = msgspec.json.Decoder().decode
+
+
+def _decode(text: str | bytes) -> Any:
+    """``json.loads`` of a stored body, by msgspec (five times faster) when it can read it exactly.
+
+    msgspec refuses what it would read differently (NaN and infinities, lone surrogate escapes,
+    numbers beyond a float), and those go to the standard decoder, so the result is always the same.
+    """
+    try:
+        return _fast_decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return json.loads(text)
 _SCALARS = frozenset({str, int, bool, type(None)})
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Pages of new stores. Inserting synced records is B-tree bound (random ids in the primary key, JSON
@@ -408,7 +421,7 @@ class SqliteStore(DocumentStore):
     # documents ---------------------------------------------------------------------------
     @staticmethod
     def _load(body: str, etag: str) -> Doc:
-        d: Doc = json.loads(body)
+        d: Doc = _decode(body)
         d["_etag"] = etag
         return d
 
@@ -470,7 +483,7 @@ class SqliteStore(DocumentStore):
             f'SELECT id{cols} FROM "{container}" WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))',
             (tenant_id, _encode_json(list(ids))),
         ).fetchall()
-        loads = json.loads
+        loads = _decode
         return {r[0]: tuple(None if v is None else loads(v) for v in r[1:]) for r in rows}
 
     def query_fields(
@@ -487,7 +500,7 @@ class SqliteStore(DocumentStore):
         clause, params = self._where_sql(tenant_id, where)
         cols = "".join(f", body -> '$.{f}'" for f in fields)
         rows = self._exec(f'SELECT id{cols} FROM "{container}"{clause}', params).fetchall()
-        loads = json.loads
+        loads = _decode
         return {r[0]: tuple(None if v is None else loads(v) for v in r[1:]) for r in rows}
 
     def delete_many(self, container: str, tenant_id: str, ids: Sequence[str]) -> int:
