@@ -66,19 +66,21 @@ _PASS_CHARS = 1 << 16  # bounds the pass's arrays to about 1.5 MB, whatever the 
 
 
 def _count_pass(texts: list[str]) -> list[int]:
-    joined = "\n".join(texts)  # a space between texts, so no word runs across two of them
+    """Per text: one token per started five characters of each word run, plus one per CJK character or symbol."""
+    joined = "\n".join(texts)  # a break between texts, so no word runs across two of them
     cls = _classes()[np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
-    word = cls == _WORD
-    run_start = word.copy()
-    run_start[1:] &= ~word[:-1]
-    pos = np.arange(cls.size, dtype=np.int32)
-    last_start = np.maximum.accumulate(np.where(run_start, pos, 0))
-    starts = (word & ((pos - last_start) % 5 == 0)) | (cls >= _CJK_CLASS)
-    total = np.zeros(cls.size + 1, dtype=np.int32)
-    np.cumsum(starts, out=total[1:])
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    ends = np.cumsum(lengths + 1) - 1
-    return (total[ends] - total[ends - lengths]).tolist()
+    ends = np.cumsum(lengths + 1) - 1  # where each text's separator (or the end) is
+    begins = ends - lengths
+    # word runs: [run_starts[i], run_ends[i]) from the edges of the word mask
+    edges = np.flatnonzero(np.diff((cls == _WORD).view(np.int8), prepend=0, append=0))
+    run_starts, run_ends = edges[0::2], edges[1::2]
+    run_total = np.zeros(run_starts.size + 1, dtype=np.int64)
+    np.cumsum((run_ends - run_starts + 4) // 5, out=run_total[1:])
+    first, last = np.searchsorted(run_starts, begins), np.searchsorted(run_starts, ends)
+    singles = np.zeros(cls.size + 1, dtype=np.int64)
+    np.cumsum(cls >= _CJK_CLASS, out=singles[1:])
+    return (run_total[last] - run_total[first] + singles[ends] - singles[begins]).tolist()
 
 
 def truncate_to_tokens(text: str, max_tokens: int) -> str:
