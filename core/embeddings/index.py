@@ -22,11 +22,11 @@ rows, so it drops the graph and the whole partition becomes tail until the next 
 
 Vectors are kept as float32 rows per partition; deletes mark rows dead (and remove the key from
 the graph) and a partition compacts itself when a third of its rows are dead. ``save`` writes
-changed partitions under ``root`` (``vectors.npy``, ``alive.npy``, ``meta.json``, ``ann.usearch``)
-by atomic rename, re-using the saved graph file when only the tail changed; ``load`` maps them back
-(the numpy file memory-mapped). Each partition carries a ``version`` the pipeline keeps in the
-store, so a reader knows when its copy is stale and the service rebuilds a missing or stale
-partition from the stored chunks.
+changed partitions under ``root`` (row segments ``seg-*.npy`` and ``seg-*.json``, ``alive.npy``,
+``meta.json``, ``ann.usearch``) by atomic rename, writing only the rows added since the last save
+and re-using the saved graph file when only the tail changed; ``load`` maps them back. Each
+partition carries a ``version`` the pipeline keeps in the store, so a reader knows when its copy
+is stale and the service rebuilds a missing or stale partition from the stored chunks.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,13 @@ class AnnParams:
 
 def _slug(value: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in value) or "_"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -107,6 +115,8 @@ class Partition:
         self.ann: Any = None
         self.graphed = 0  # rows below this were offered to the graph; rows from here on are the exact tail
         self.graph_dirty = False  # the graph changed since it was last saved
+        self._lineage = uuid.uuid4().hex[:12]  # names this numbering of rows; a compaction starts another
+        self._saved_segments: list[tuple[str, int]] = []  # (name, rows) of the saved copy, in row order
         self._lock = threading.RLock()
 
     # size -------------------------------------------------------------------------------
@@ -148,22 +158,36 @@ class Partition:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise Invalid(f"vectors must have {self.dim} dimensions, got shape {vectors.shape}")
+        if len(set(ids)) != len(ids):  # the same chunk twice: its last vector wins, as if written one by one
+            last = {cid: i for i, cid in enumerate(ids)}
+            keep = sorted(last.values())
+            ids, vectors = [ids[i] for i in keep], vectors[keep]
+            document_ids, sources = [document_ids[i] for i in keep], [sources[i] for i in keep]
         with self._lock:
-            self._reserve(len(ids))
-            for i, cid in enumerate(ids):
-                old = self.slot.get(cid)
-                if old is not None:  # replaced chunk: the old row dies, the new one is appended
+            n = len(ids)
+            self._reserve(n)
+            slot = self.slot
+            for cid in ids:  # replaced chunks: the old row dies, the new one is appended
+                old = slot.get(cid)
+                if old is not None:
                     self._kill(old)
-                s = self._n
-                self._vectors[s] = vectors[i]
-                self.alive[s] = True
-                self.codes[s] = self.vocab.setdefault(sources[i], len(self.vocab))
-                self.ids.append(cid)
-                self.doc_ids.append(document_ids[i])
-                self.sources.append(sources[i])
-                self.slot[cid] = s
-                self.by_doc.setdefault(document_ids[i], set()).add(s)
-                self._n += 1
+            s0 = self._n
+            self._vectors[s0 : s0 + n] = vectors
+            self.alive[s0 : s0 + n] = True
+            vocab = self.vocab
+            self.codes[s0 : s0 + n] = [vocab.setdefault(src, len(vocab)) for src in sources]
+            self.ids.extend(ids)
+            self.doc_ids.extend(document_ids)
+            self.sources.extend(sources)
+            slot.update(zip(ids, range(s0, s0 + n), strict=True))
+            by_doc = self.by_doc
+            for s, doc in enumerate(document_ids, s0):
+                rows = by_doc.get(doc)
+                if rows is None:
+                    by_doc[doc] = {s}
+                else:
+                    rows.add(s)
+            self._n += n
             self.dirty = True
             self._maybe_compact()
 
@@ -229,6 +253,8 @@ class Partition:
         self._vectors = vectors
         self._n = len(ids)
         self.ids, self.doc_ids, self.sources = ids, docs, srcs
+        self._lineage = uuid.uuid4().hex[:12]  # rows renumbered: no saved segment holds them any more
+        self._saved_segments = []
         self.alive = np.ones(self._n, dtype=bool) if alive is None else np.array(alive[: self._n], dtype=bool)
         self.vocab = {}
         self.codes = np.asarray([self.vocab.setdefault(x, len(self.vocab)) for x in srcs], dtype=np.int32)
@@ -337,35 +363,58 @@ class Partition:
 
     # persistence ------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
+        """Write the partition to ``folder`` by atomic rename; rows already saved are not written again.
+
+        Rows are append-only between compactions, so they are saved in segments (``seg-*.npy`` with
+        their ids in ``seg-*.json``) and a save writes only the rows added since the last one: the
+        segments still valid are hard links into the new folder. Segment sizes stay geometric (a new
+        segment swallows the segments before it that are not bigger than it), so a partition has
+        O(log rows) segments and each row is rewritten O(log rows) times over its life, where
+        rewriting every row on every save made a million-row partition cost a gigabyte per cycle.
+        """
         with self._lock:
             # per process and thread: the worker and the console may both save a partition
             tag = f"{os.getpid()}-{threading.get_ident()}"
             tmp = folder.with_name(f"{folder.name}.tmp-{tag}")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            np.save(tmp / "vectors.npy", np.ascontiguousarray(self._vectors[: self._n]))
+            segments = [s for s in self._saved_segments if (folder / f"{s[0]}.npy").exists()]
+            if len(segments) != len(self._saved_segments):
+                segments = []  # the folder was replaced by another copy: write every row
+            start = sum(rows for _, rows in segments)
+            while segments and segments[-1][1] <= self._n - start:
+                start -= segments.pop()[1]
+            for name, _ in segments:
+                for ext in (".npy", ".json"):
+                    _link_or_copy(folder / f"{name}{ext}", tmp / f"{name}{ext}")
+            if self._n > start:
+                # a name is written once: two processes appending to one saved copy never share a file
+                name = f"seg-{self._lineage}-{start:010d}-{self._n:010d}-{uuid.uuid4().hex[:8]}"
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(self._vectors[start : self._n]))
+                rows = {"ids": self.ids[start : self._n], "documentIds": self.doc_ids[start : self._n],
+                        "sources": self.sources[start : self._n]}
+                (tmp / f"{name}.json").write_text(json.dumps(rows, separators=(",", ":")), encoding="utf-8")
+                segments.append((name, self._n - start))
             if self.dead:
                 np.save(tmp / "alive.npy", np.ascontiguousarray(self.alive[: self._n]))
             # version, rows and graphed first: saved_state() reads them from the file's head
             meta = {"version": self.version, "rows": self._n, "graphed": self.graphed if self.ann is not None else 0,
                     "tenantId": self.tenant_id, "project": self.project, "dim": self.dim,
-                    "ids": self.ids, "documentIds": self.doc_ids, "sources": self.sources}
+                    "segments": [{"name": n, "rows": r} for n, r in segments]}
             (tmp / "meta.json").write_text(json.dumps(meta, separators=(",", ":")), encoding="utf-8")
             if self.ann is not None:
                 saved_graph = folder / "ann.usearch"
                 if self.graph_dirty or not saved_graph.exists():
                     self.ann.save(str(tmp / "ann.usearch"))
                 else:  # only the tail changed: the graph file on disk is still this graph
-                    try:
-                        os.link(saved_graph, tmp / "ann.usearch")
-                    except OSError:
-                        shutil.copyfile(saved_graph, tmp / "ann.usearch")
+                    _link_or_copy(saved_graph, tmp / "ann.usearch")
             old = folder.with_name(f"{folder.name}.old-{tag}")
             shutil.rmtree(old, ignore_errors=True)
             if folder.exists():
                 os.replace(folder, old)
             os.replace(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
+            self._saved_segments = segments
             self.dirty = False
             self.graph_dirty = False
 
@@ -374,10 +423,27 @@ class Partition:
              ann_params: AnnParams | None = None, exact_below: int = DEFAULT_EXACT_BELOW) -> Partition:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         part = cls(meta["tenantId"], meta["project"], int(meta["dim"]), ann_threshold, ann_params, exact_below)
-        vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+        segments = [(s["name"], int(s["rows"])) for s in meta.get("segments", [])]
+        if segments:
+            arrays, ids, docs, srcs = [], [], [], []
+            for name, _ in segments:
+                arrays.append(np.load(folder / f"{name}.npy", mmap_mode="r"))
+                rows = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+                ids += rows["ids"]
+                docs += rows["documentIds"]
+                srcs += rows["sources"]
+            vectors = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        elif "ids" in meta:  # the one-file layout saved before segments
+            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+            ids, docs, srcs = list(meta["ids"]), list(meta["documentIds"]), list(meta["sources"])
+        else:
+            vectors, ids, docs, srcs = np.zeros((0, part.dim), dtype=np.float32), [], [], []
         alive_file = folder / "alive.npy"
         alive = np.load(alive_file) if alive_file.exists() else None
-        part._set_rows(vectors, list(meta["ids"]), list(meta["documentIds"]), list(meta["sources"]), alive)
+        part._set_rows(vectors, ids, docs, srcs, alive)
+        if segments:
+            part._lineage = segments[0][0].split("-")[1]  # rows appended from here continue this copy
+            part._saved_segments = segments
         part.version = int(meta["version"])
         ann_file = folder / "ann.usearch"
         if ann_file.exists():

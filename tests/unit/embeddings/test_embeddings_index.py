@@ -219,3 +219,86 @@ def test_save_reuses_an_unchanged_graph_and_keeps_deletions(tmp_path: Path) -> N
     assert len(again) == 600 and again.tail == 1 and again.ann is not None
     assert "t-p-3" not in again.slot and again.search(v[3], 1)[0].chunk_id != "t-p-3"
     assert again.search(v[600], 1)[0].chunk_id == "tail-1"
+
+
+def _segments(folder: Path) -> list[tuple[str, int]]:
+    import json
+
+    meta = json.loads((folder / "meta.json").read_text())
+    return [(s["name"], s["rows"]) for s in meta["segments"]]
+
+
+def test_saves_write_only_new_rows_in_geometric_segments(tmp_path: Path) -> None:
+    rng = np.random.default_rng(21)
+    v = unit(rng, 2000)
+    part = Partition("t", "p", DIM)
+    folder = tmp_path / "t" / "p"
+    inodes: dict[str, int] = {}
+    for step in range(40):  # a worker saving after every cycle of 50 rows
+        part.upsert([f"c{i}" for i in range(step * 50, step * 50 + 50)], v[step * 50 : step * 50 + 50],
+                    [f"d{i // 5}" for i in range(step * 50, step * 50 + 50)], ["files"] * 50)
+        part.save(folder)
+        segs = _segments(folder)
+        assert sum(r for _, r in segs) == (step + 1) * 50
+        assert len(segs) <= (step + 1).bit_length()  # sizes stay geometric: a handful of files, not one per save
+        kept = [n for n, _ in segs if n in inodes]
+        # a segment that stays is the same file (a hard link), not a rewrite of its rows
+        assert all((folder / f"{n}.npy").stat().st_ino == inodes[n] for n in kept)
+        inodes = {n: (folder / f"{n}.npy").stat().st_ino for n, _ in segs}
+    assert max(r for _, r in _segments(folder)) >= 1000  # older rows were merged into a big segment once
+    part.remove(["c7", "c1999"])
+    part.save(folder)
+    again = Partition.load(folder)
+    assert len(again) == 1998 and again.ids == part.ids and np.array_equal(again.vectors, part.vectors)
+    assert "c7" not in again.slot and again.search(v[1234], 1)[0].chunk_id == "c1234"
+    # a loaded copy carries on appending to the same segments
+    again.upsert(["late"], v[:1], ["d-late"], ["files"])
+    before = {n for n, _ in _segments(folder)}
+    again.save(folder)
+    after = _segments(folder)
+    assert after[-1][1] == 1 and {n for n, _ in after[:-1]} <= before
+    assert Partition.load(folder).search(v[0], 2)[0].chunk_id in ("late", "c0")
+
+
+def test_compaction_and_a_replaced_folder_rewrite_every_row(tmp_path: Path) -> None:
+    rng = np.random.default_rng(22)
+    v = unit(rng, 300)
+    folder = tmp_path / "f"
+    part = Partition("t", "p", DIM)
+    part.upsert([f"c{i}" for i in range(300)], v, [f"d{i}" for i in range(300)], ["files"] * 300)
+    part.save(folder)
+    first = _segments(folder)
+    part.remove([f"c{i}" for i in range(100)])  # a third dead: the partition compacts and renumbers
+    part.save(folder)
+    segs = _segments(folder)
+    assert len(segs) == 1 and segs[0][1] == 200 and segs[0][0].split("-")[1] != first[0][0].split("-")[1]
+    assert not (folder / "alive.npy").exists()
+    # Another process saved its own copy over this folder, merging the segment this one had saved:
+    # this one cannot link to it any more and writes all of its rows again.
+    other = Partition.load(folder)
+    other.upsert([f"o{i}" for i in range(250)], v[:250], ["d-o"] * 250, ["files"] * 250)
+    other.save(folder)
+    assert not (folder / f"{segs[0][0]}.npy").exists()
+    part.upsert(["p1"], v[1:2], ["d-p"], ["files"])
+    part.save(folder)
+    loaded = Partition.load(folder)
+    assert loaded.ids == part.ids and "o1" not in loaded.slot and "p1" in loaded.slot
+    assert np.array_equal(loaded.vectors, part.vectors)
+
+
+def test_the_one_file_layout_saved_before_segments_still_loads(tmp_path: Path) -> None:
+    import json
+
+    rng = np.random.default_rng(23)
+    v = unit(rng, 10)
+    folder = tmp_path / "old"
+    folder.mkdir()
+    np.save(folder / "vectors.npy", v)
+    (folder / "meta.json").write_text(json.dumps({
+        "version": 4, "rows": 10, "graphed": 0, "tenantId": "t", "project": "p", "dim": DIM,
+        "ids": [f"c{i}" for i in range(10)], "documentIds": ["d"] * 10, "sources": ["files"] * 10}))
+    part = Partition.load(folder)
+    assert part.version == 4 and len(part) == 10 and part.search(v[3], 1)[0].chunk_id == "c3"
+    part.upsert(["new"], v[:1], ["d2"], ["files"])
+    part.save(folder)
+    assert not (folder / "vectors.npy").exists() and Partition.load(folder).ids == part.ids
