@@ -29,8 +29,11 @@ CONTAINERS: tuple[C, ...] = (
     C("oauth_consents", indexes=(("expiresAt",),)),
     # embeddings (issue 4)
     C("doc_changes", indexes=(("seq",), ("status", "seq"))),
-    # vectors: one float-array path per embedding size, for Cosmos DB vector search (SQLite ignores them)
-    VectorContainerSpec("chunks", indexes=(("documentId",), ("project",), ("model",)), vectors=CHUNK_VECTORS),
+    # vectors: one float-array path per embedding size, for Cosmos DB vector search (SQLite ignores them).
+    # Chunks are read by document by id range (ids begin with the document id, see document_chunks)
+    # and by project and model for index rebuilds, which read the whole project anyway: an index on
+    # documentId or model would only cost every chunk write another parse of its body.
+    VectorContainerSpec("chunks", indexes=(("project",),), vectors=CHUNK_VECTORS),
     C("pipeline_state"),
     # prompts and experiments (issue 5)
     C("prompts", indexes=(("slot", "version"),)),

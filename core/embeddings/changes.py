@@ -19,12 +19,33 @@ from datetime import datetime
 
 from core import clock
 from core.adapters.store import Cond, Doc, DocumentStore
+from core.embeddings.embedder import model_slug
 from core.errors import Invalid
 
 CHANGES, STATE, DOCUMENTS, CHUNKS = "doc_changes", "pipeline_state", "documents", "chunks"
 OPS = ("upsert", "delete", "reembed")  # reembed: embed again even if unchanged
 GAP_GRACE_SECONDS = 60.0
 UNKNOWN_SOURCE = "unknown"
+
+
+def chunk_id_prefix(document_id: str, model_key: str | None = None) -> str:
+    """What the ids of a document's chunks (of one model) begin with: ``<document>:<model>:``."""
+    return f"{document_id}:" + (f"{model_slug(model_key)}:" if model_key is not None else "")
+
+
+def document_chunks(store: DocumentStore, tenant_id: str, document_id: str, model_key: str | None = None,
+                    limit: int | None = None) -> list[Doc]:
+    """The stored chunks of one document (of one model), in order.
+
+    Read by id range on the primary key: chunk ids begin with the document id, so the chunks need
+    no index on ``documentId`` (every chunk written would pay for keeping it). The conditions on
+    the fields keep a document whose own id begins with this one's and a colon out of the answer.
+    """
+    prefix = chunk_id_prefix(document_id, model_key)
+    where = [Cond("id", ">=", prefix), Cond("id", "<", prefix[:-1] + ";"), Cond("documentId", "=", document_id)]
+    if model_key is not None:
+        where.append(Cond("model", "=", model_key))
+    return store.query(CHUNKS, tenant_id, where, order_by="id", limit=limit)
 
 
 def change_id(seq: int) -> str:
@@ -67,7 +88,7 @@ def record_document_change(
     if source is None:
         # The sync engine's hook passes ids only; the source lets the screen show backlog per source.
         ref = store.get_or_none(DOCUMENTS, tenant_id, document_id) if op == "upsert" else None
-        ref = ref or store.find_one(CHUNKS, tenant_id, {"documentId": document_id})
+        ref = ref or next(iter(document_chunks(store, tenant_id, document_id, limit=1)), None)
         source = (ref or {}).get("source") or UNKNOWN_SOURCE
         project = project or (ref or {}).get("project")
     seq = int(store.increment(STATE, tenant_id, "seq", {"value": 1}, base={"kind": "seq"})["value"])

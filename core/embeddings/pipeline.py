@@ -14,6 +14,9 @@ an interrupted document is redone, never half-counted. The index partition's ver
 the store before chunks are written: a crash leaves the saved index older than the store, which
 makes the next reader rebuild that partition from the stored chunks.
 
+A drain runs cycles back to back under one lease (``run``): the next cycle is read and chunked
+while the last one's bookkeeping is written, so the embedder never waits for a cycle to end.
+
 While a model change is under way (``targetModel`` set) every document is embedded for both
 models; search keeps using ``activeModel`` until the target covers every document.
 """
@@ -25,8 +28,10 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,7 +46,9 @@ from core.embeddings.changes import (
     DOCUMENTS,
     STATE,
     UNKNOWN_SOURCE,
+    chunk_id_prefix,
     contiguous_prefix,
+    document_chunks,
     pending_changes,
     read_checkpoint,
     stats_id,
@@ -65,6 +72,7 @@ ROLLUP_KIND = "embeddings"
 BUCKET_MINUTES = 5
 DEFAULT_MAX_ATTEMPTS = 5
 PREFETCH = 100  # documents read per query while chunking (bounded, since a document may be large)
+EMBED_AHEAD = 2  # batches handed to the embedder and not yet embedded: one running, one queued
 BIG_DOCUMENT_CHARS = 1 << 20  # documents from this size are chunked as a stream, not with the others
 
 
@@ -77,7 +85,7 @@ def decode_vector(s: str) -> np.ndarray:
 
 
 def chunk_id(document_id: str, model_key: str, ord_: int) -> str:
-    return f"{document_id}:{model_slug(model_key)}:{ord_:06d}"
+    return f"{chunk_id_prefix(document_id, model_key)}{ord_:06d}"
 
 
 def docstate_id(document_id: str) -> str:
@@ -121,7 +129,7 @@ class CycleResult:
     dead: int = 0
     checkpoint: int = 0
     seconds: float = 0.0
-    status: str = "ok"  # ok | paused | busy | idle
+    status: str = "ok"  # ok | paused | busy | idle | aborted (an earlier cycle's bookkeeping failed)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -172,6 +180,25 @@ class _Batch:
     def wait(self) -> None:
         for f in self.futures:
             f.result()  # _embed records per-document failures itself; anything else is a bug and surfaces
+
+
+@dataclass
+class _Cycle:
+    """One cycle's changes and documents, its chunk writes and (once submitted) its bookkeeping task."""
+
+    result: CycleResult
+    fresh: list[Doc]
+    due: list[Doc]
+    works: list[_DocWork]
+    now: datetime
+    started: float
+    touched: set[tuple[str, str]] = field(default_factory=set)
+    writes: list[Future[None]] = field(default_factory=list)
+    end: Future[None] | None = None
+
+    @property
+    def document_ids(self) -> set[str]:
+        return {w.document_id for w in self.works}
 
 
 def _vec(p: _Pending) -> np.ndarray:
@@ -254,76 +281,127 @@ class EmbeddingPipeline:
         active = cfg.active_model or self.default_model
         return [active] + ([cfg.target_model] if cfg.target_model and cfg.target_model != active else [])
 
-    # one cycle --------------------------------------------------------------------------
+    # cycles -----------------------------------------------------------------------------
     def run_cycle(self, tenant_id: str, max_changes: int | None = None,
                   heartbeat: Callable[[str], None] | None = None) -> CycleResult:
-        started = time.perf_counter()
-        result = CycleResult(tenant_id)
+        """One cycle: up to ``max_changes`` changes (plus failed ones due for retry)."""
+        return self.run(tenant_id, max_cycles=1, max_changes=max_changes, heartbeat=heartbeat)[0]
+
+    def run(self, tenant_id: str, max_cycles: int = 1, max_changes: int | None = None,
+            heartbeat: Callable[[str], None] | None = None, max_seconds: float | None = None) -> list[CycleResult]:
+        """Up to ``max_cycles`` cycles back to back under one lease (renewed per cycle); their results.
+
+        Stops early when the backlog is empty (the last result is then "idle") or after
+        ``max_seconds``. Consecutive cycles overlap: a cycle's bookkeeping (stale chunks, index save,
+        document states, change records, statistics, checkpoint) runs on the writer thread after its
+        last chunk is stored, while this thread already reads and chunks the next cycle's documents
+        and the embedder carries on, so the embedder does not wait for a cycle's end. The writer
+        thread runs everything in order: a cycle's bookkeeping starts only after its chunks and the
+        previous cycle's bookkeeping are stored (and does nothing if that failed), at most one
+        cycle's bookkeeping is outstanding when the next starts, and a cycle never reads a document
+        the previous cycle still has in hand.
+        """
         cfg = TenantConfig.load(self.store, tenant_id)
         if cfg.paused:
-            result.status = "paused"
-            return result
+            return [CycleResult(tenant_id, status="paused")]
         if not self._acquire(tenant_id):
-            result.status = "busy"
-            return result
+            return [CycleResult(tenant_id, status="busy")]
+        started = time.perf_counter()
+        cycles: list[_Cycle] = []
         try:
-            self._cycle(tenant_id, cfg, max_changes or self.max_changes, result, heartbeat)
+            # Three stages overlap: this thread reads and chunks documents, one thread embeds, another
+            # stores chunks and ends cycles. The embedder (Rust tokenizer, numpy pooling, or an HTTP
+            # call) and SQLite release the GIL, so chunking and store writes do not add to the
+            # embedder's time.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool, \
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-write") as writer:
+                try:
+                    self._run_cycles(tenant_id, cfg, cycles, max_cycles, max_changes or self.max_changes,
+                                     heartbeat, started, max_seconds, pool, writer)
+                finally:
+                    wait_futures([c.end for c in cycles if c.end is not None])
+            for c in cycles:  # the first cycle whose bookkeeping failed (the ones after it stored nothing)
+                error = c.end.exception() if c.end is not None else None
+                if error is not None:
+                    raise error
         finally:
             self._release(tenant_id)
-            result.seconds = time.perf_counter() - started
-        return result
+        return [c.result for c in cycles]
 
-    def _cycle(self, tenant_id: str, cfg: TenantConfig, limit: int, result: CycleResult,
-               heartbeat: Callable[[str], None] | None) -> None:
-        now = self.now()
+    def _run_cycles(self, tenant_id: str, cfg: TenantConfig, cycles: list[_Cycle], max_cycles: int, limit: int,
+                    heartbeat: Callable[[str], None] | None, started: float, max_seconds: float | None,
+                    pool: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
         checkpoint = read_checkpoint(self.store, tenant_id)
+        models = self.models_for(cfg)
+        for n in range(max_cycles):
+            prev = cycles[-1] if cycles else None
+            if len(cycles) >= 2 and cycles[-2].end is not None:
+                # At most one cycle's bookkeeping outstanding: so the writer never falls further behind,
+                # and only the previous cycle can still hold a document this one reads.
+                wait_futures([cycles[-2].end])
+            if prev is not None:
+                if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                    return
+                if prev.end is not None and prev.end.done() and prev.end.exception() is not None:
+                    return
+                if not self._acquire(tenant_id):  # renews our lease; False once another worker took it over
+                    return
+            cycle = self._read_cycle(tenant_id, checkpoint, limit, retries=n == 0)
+            cycles.append(cycle)
+            if cycle.result.status == "idle":
+                return
+            if prev is not None and prev.end is not None and prev.document_ids & cycle.document_ids:
+                wait_futures([prev.end])  # its document states must be stored before these are read
+            self._process_batches(tenant_id, cfg, models, cycle, heartbeat, pool, writer)
+            cycle.end = writer.submit(self._end_cycle, tenant_id, models, cycle,
+                                      prev.end if prev is not None else None)
+            if cycle.fresh:
+                checkpoint = int(cycle.fresh[-1]["seq"])
+
+    def _read_cycle(self, tenant_id: str, checkpoint: int, limit: int, retries: bool) -> _Cycle:
+        """The next cycle's changes: those above ``checkpoint``, and failed ones due for retry if ``retries``."""
+        now = self.now()
+        result = CycleResult(tenant_id, checkpoint=checkpoint)
         fresh = contiguous_prefix(pending_changes(self.store, tenant_id, checkpoint, limit), checkpoint, now)
         due = self.store.query(CHANGES, tenant_id, [Cond("status", "=", "failed"),
-                                                    Cond("nextAttemptAt", "<=", clock.iso(now))], limit=limit)
-        result.checkpoint = checkpoint
+                                                    Cond("nextAttemptAt", "<=", clock.iso(now))],
+                               limit=limit) if retries else []
+        cycle = _Cycle(result, fresh, due, [], now, time.perf_counter())
         if not fresh and not due:
             result.status = "idle"
-            return
+            return cycle
         # The last change per document wins; earlier ones are covered by processing it.
         latest: dict[str, Doc] = {}
         for c in sorted(due + fresh, key=lambda c: int(c["seq"])):
             latest[c["documentId"]] = c
         result.changes = len(fresh) + len(due)
-        models = self.models_for(cfg)
-        works = [_DocWork(c, c["documentId"], c["op"], c.get("source") or UNKNOWN_SOURCE,
-                          c.get("project") or "") for c in latest.values()]
-        self._process(tenant_id, cfg, models, works, result, heartbeat)
-        self._finish(tenant_id, models, works, fresh, due, result)
+        cycle.works = [_DocWork(c, c["documentId"], c["op"], c.get("source") or UNKNOWN_SOURCE,
+                                c.get("project") or "") for c in latest.values()]
+        return cycle
 
     # processing -------------------------------------------------------------------------
-    def _process(self, tenant_id: str, cfg: TenantConfig, models: list[str], works: list[_DocWork],
-                 result: CycleResult, heartbeat: Callable[[str], None] | None) -> None:
-        # Three stages overlap: this thread reads and chunks documents, one thread embeds batch N,
-        # another writes batch N-1 (chunk rows, index rows). The embedder (Rust tokenizer, numpy
-        # pooling, or an HTTP call) and SQLite release the GIL, so chunking and store writes no longer
-        # add to the embedder's time. At most one batch embeds at a time, and a batch's failures are
-        # known before the next batch is filtered and submitted; writes run in batch order.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-write") as writer:
-            self._process_batches(tenant_id, cfg, models, works, result, heartbeat, pool, writer)
+    def _process_batches(self, tenant_id: str, cfg: TenantConfig, models: list[str], cycle: _Cycle,
+                         heartbeat: Callable[[str], None] | None, pool: ThreadPoolExecutor,
+                         writer: ThreadPoolExecutor) -> None:
+        """Read, chunk and hash the cycle's documents; hand each full batch to the embedder and the writer.
 
-    def _process_batches(self, tenant_id: str, cfg: TenantConfig, models: list[str], works: list[_DocWork],
-                         result: CycleResult, heartbeat: Callable[[str], None] | None,
-                         pool: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
+        A batch goes to the embedding thread and at once to the writer, which waits for its vectors,
+        so the embedder always has the next batch queued. At most ``EMBED_AHEAD`` batches are waiting
+        for the embedder at a time, which bounds memory and keeps this thread from racing ahead.
+        """
+        works, touched = cycle.works, cycle.touched
         pending: list[_Pending] = []
         to_embed = 0
-        touched: set[tuple[str, str]] = set()
-        inflight: _Batch | None = None
-        writes: list[Future[None]] = []
+        ahead: deque[_Batch] = deque()
 
         def flush(batch: list[_Pending]) -> None:
-            nonlocal inflight
-            if inflight is not None:
-                inflight.wait()
-            nxt = self._start_batch(tenant_id, batch, pool)  # filters out documents the last batch failed
-            if inflight is not None:
-                writes.append(writer.submit(self._write_batch, tenant_id, inflight, result, touched))
-            inflight = nxt
+            if not batch:
+                return
+            while len(ahead) >= EMBED_AHEAD:
+                ahead.popleft().wait()
+            nxt = self._start_batch(tenant_id, batch, pool)  # leaves out documents that failed already
+            ahead.append(nxt)
+            cycle.writes.append(writer.submit(self._write_batch, tenant_id, nxt, cycle.result, touched))
 
         for g in range(0, len(works), PREFETCH):
             group = works[g : g + PREFETCH]
@@ -367,14 +445,21 @@ class EmbeddingPipeline:
             if heartbeat:
                 heartbeat(f"{min(g + PREFETCH, len(works))} of {len(works)} documents")
         flush(pending)
-        flush([])
-        for f in writes:
+
+    def _end_cycle(self, tenant_id: str, models: list[str], cycle: _Cycle, prev_end: Future[None] | None) -> None:
+        """On the writer thread, after the cycle's chunk writes: stale chunks, index save, bookkeeping."""
+        if prev_end is not None and prev_end.exception() is not None:  # done: the writer runs its tasks in order
+            cycle.result.status = "aborted"
+            raise CastielError("an earlier cycle's bookkeeping failed, so this cycle stored no progress")
+        for f in cycle.writes:
             f.result()  # every chunk is stored before any document's state is
-        for w in works:
+        for w in cycle.works:
             if w.error is None and w.done_chunking and not w.outcome:
                 self._complete_document(tenant_id, w, models)
-        for model in {pm.split("\x00", 1)[0] for _, pm in touched}:
+        for model in {pm.split("\x00", 1)[0] for _, pm in cycle.touched}:
             self.indexes.index(model).save()
+        self._finish(tenant_id, models, cycle.works, cycle.fresh, cycle.due, cycle.result, cycle.now)
+        cycle.result.seconds = time.perf_counter() - cycle.started
 
     def _prefetch(self, tenant_id: str, works: list[_DocWork]) -> None:
         """Read the next documents and their states in two queries instead of two reads per document."""
@@ -399,7 +484,7 @@ class EmbeddingPipeline:
             together = None
         done = {id(w): chunks for (w, _), chunks in zip(small, together or [], strict=False)}
         for w, t in texts:
-            yield w, done.get(id(w)) if id(w) in done else iter_chunks(t, cfg)
+            yield w, done[id(w)] if id(w) in done else iter_chunks(t, cfg)
 
     def _prepare(self, tenant_id: str, cfg: TenantConfig, models: list[str], w: _DocWork,
                  touched: set[tuple[str, str]]) -> str | None:
@@ -435,8 +520,7 @@ class EmbeddingPipeline:
             w.chunk_counts[m] = 0
             w.tokens[m] = 0
             if n and not force:
-                rows = self.store.query(CHUNKS, tenant_id, [Cond("documentId", "=", w.document_id),
-                                                            Cond("model", "=", m)])
+                rows = document_chunks(self.store, tenant_id, w.document_id, m)
                 w.reuse[m] = {r["hash"]: decode_vector(r["vector"]) for r in rows if r.get("vector")}
         return text if text.strip() else ""
 
@@ -455,7 +539,7 @@ class EmbeddingPipeline:
 
     def _write_batch(self, tenant_id: str, batch: _Batch, result: CycleResult,
                      touched: set[tuple[str, str]]) -> None:
-        batch.wait()
+        batch.wait()  # on the writer thread: the embedding thread finishes the batch first
         for model, items in batch.by_model.items():
             need = batch.need[model]
             ok = [p for p in items if p.work.error is None and p.vector is not None]
@@ -577,7 +661,7 @@ class EmbeddingPipeline:
         w.outcome = "embedded" if any(w.chunk_counts[m] for m in w.models) else "empty"
 
     def _partition_for_write(self, tenant_id: str, project: str, model: str) -> Partition:
-        part = self.indexes.fresh(tenant_id, project, model)
+        part = self.indexes.fresh(tenant_id, project, model, for_write=True)
         return part if part is not None else self.indexes.index(model).partition(tenant_id, project)
 
     def _bump_version(self, tenant_id: str, model: str, project: str, part: Partition) -> None:
@@ -590,7 +674,7 @@ class EmbeddingPipeline:
 
     def _delete_document(self, tenant_id: str, w: _DocWork, touched: set[tuple[str, str]],
                          keep_state: bool = False) -> None:
-        rows = self.store.query(CHUNKS, tenant_id, [Cond("documentId", "=", w.document_id)])
+        rows = document_chunks(self.store, tenant_id, w.document_id)
         by_model: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             by_model.setdefault((r["model"], r.get("project") or ""), []).append(r["id"])
@@ -614,8 +698,7 @@ class EmbeddingPipeline:
 
     # bookkeeping ------------------------------------------------------------------------
     def _finish(self, tenant_id: str, models: list[str], works: list[_DocWork], fresh: list[Doc], due: list[Doc],
-                result: CycleResult) -> None:
-        now = self.now()
+                result: CycleResult, now: datetime) -> None:
         at = clock.iso(now)
         active = models[0]
         deltas: dict[str, dict[str, float]] = {}

@@ -65,8 +65,12 @@ class IndexManager:
         rows = [r for r in rows if r.get("model") == model_key]
         return sorted({r["project"] for r in rows})
 
-    def fresh(self, tenant_id: str, project: str, model_key: str) -> Partition | None:
-        """The partition, current enough to serve (readers) or to write to (strict writers)."""
+    def fresh(self, tenant_id: str, project: str, model_key: str, for_write: bool = False) -> Partition | None:
+        """The partition, current enough to serve (readers) or to write to (strict writers, ``for_write``).
+
+        A reader whose copy has rows not yet in its graph picks up a saved copy whose graph has
+        them; a write does not need the graph and skips that look at the disk.
+        """
         with self._lock:
             idx = self.index(model_key)
             want = self.stored_version(tenant_id, project, model_key)
@@ -74,7 +78,7 @@ class IndexManager:
             if want == 0 and part is None:
                 return None
             if part is not None and part.version == want:
-                if part.tail and not self.strict and idx.root is not None:
+                if part.tail and not self.strict and not for_write and idx.root is not None:
                     part = self._newer_graph(idx, part)
                 return part
             folder = idx.folder(tenant_id, project) if idx.root is not None else None

@@ -44,6 +44,7 @@ VIEW_ROLES = frozenset({ADMIN, OPS, ML_ENGINEER})
 ACT_ROLES = frozenset({ADMIN, OPS, ML_ENGINEER})
 QUEUE = "embeddings"
 LATENCY_SAMPLES = 200
+DRAIN_RUN_SECONDS = 60.0  # a drain holds the tenant lease (renewed each cycle) this long before letting go
 # Alert thresholds of the platform's rules (alerts: embedding failure rate > 5 %, backlog > 100, search p95 > 2 s).
 FAILURE_RATE_ALERT = 0.05
 BACKLOG_ALERT = 100
@@ -264,12 +265,20 @@ class EmbeddingsService:
 
     def drain(self, principal: Principal, tenant_id: str, max_cycles: int = 1000,
               heartbeat: Callable[[str], None] | None = None) -> list[CycleResult]:
-        """Run cycles until the tenant's backlog is empty (or paused/busy)."""
-        out = []
-        for _ in range(max_cycles):
-            r = self.run_cycle(principal, tenant_id, heartbeat=heartbeat)
-            out.append(r)
-            if r.status != "ok":
+        """Run cycles until the tenant's backlog is empty (or paused/busy); one result per cycle.
+
+        Cycles run back to back under one lease for up to ``DRAIN_RUN_SECONDS`` at a time (see
+        ``EmbeddingPipeline.run``), then the lease is released and taken again, so a long drain
+        lets a model migration finish and another worker get a word in.
+        """
+        require(principal, tenant_id, ACT_ROLES)
+        out: list[CycleResult] = []
+        while len(out) < max_cycles:
+            results = self.pipeline.run(tenant_id, max_cycles=max_cycles - len(out), heartbeat=heartbeat,
+                                        max_seconds=DRAIN_RUN_SECONDS)
+            self._maybe_finish_migration(tenant_id)
+            out += results
+            if results[-1].status != "ok":
                 break
         return out
 

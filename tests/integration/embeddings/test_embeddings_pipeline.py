@@ -282,3 +282,56 @@ def test_reconcile_sweep_recovers_changes_lost_in_a_crash(emb_services) -> None:
     again = svc.embeddings.reconcile(SYSTEM, T)
     assert (again.upserts_recorded, again.deletes_recorded) == (0, 0)
     assert len(svc.audit.search(SYSTEM, T, action="embeddings.reconcile").rows) == 1  # only the sweep that found some
+
+
+def test_a_document_whose_id_begins_with_another_keeps_its_chunks(emb_services, fake_embedders) -> None:
+    """Chunks are found by id range (``<document>:<model>:<ord>``); 'acme:notes' lies in 'acme:''s range."""
+    svc, fake = emb_services, fake_embedders["fake"]
+    write_doc(svc, T, "acme", "\n".join(PARAS[:3]))
+    write_doc(svc, T, "acme:notes", "\n".join(PARAS[3:]))
+    drain(svc)
+    notes = chunks_of(svc, "acme:notes")
+    assert notes and chunks_of(svc, "acme")
+    # updating 'acme' re-uses only its own vectors: every one of its chunk texts is new, so all are embedded
+    before = len(fake.texts)
+    write_doc(svc, T, "acme", "\n".join(PARAS[3:]))  # the other document's text: its hashes must not be reused
+    drain(svc)
+    assert len(fake.texts) - before == len(chunks_of(svc, "acme"))
+    delete_doc(svc, T, "acme")
+    drain(svc)
+    assert chunks_of(svc, "acme") == [] and chunks_of(svc, "acme:notes") == notes
+    hits = svc.embeddings.search(SYSTEM, T, "alpha", PARAS[4][:80], k=20).hits
+    assert {h.document_id for h in hits} == {"acme:notes"}
+
+
+def test_back_to_back_cycles_overlap_but_store_progress_in_order(emb_services, fake_embedders, monkeypatch) -> None:
+    """A drain runs cycles back to back; one whose bookkeeping fails stops every later one from moving on."""
+    from core.embeddings import pipeline as pl
+    from core.embeddings.changes import read_checkpoint
+
+    svc, fake = emb_services, fake_embedders["fake"]
+    svc.embeddings.pipeline.max_changes = 2
+    for i in range(6):
+        write_doc(svc, T, f"d{i}", f"Note {i} about the renewal and the works council approval.")
+    write_doc(svc, T, "d1", "Note 1, changed while d1 still waited in the backlog.")  # d1 twice, in cycles 1 and 4
+    calls = []
+    real_finish = pl.EmbeddingPipeline._finish
+
+    def failing_finish(self, tenant_id, models, works, fresh, due, result, now):
+        calls.append([w.document_id for w in works])
+        if len(calls) == 2:
+            raise RuntimeError("the store went away")
+        return real_finish(self, tenant_id, models, works, fresh, due, result, now)
+
+    monkeypatch.setattr(pl.EmbeddingPipeline, "_finish", failing_finish)
+    with pytest.raises(RuntimeError, match="went away"):
+        drain(svc)
+    assert len(calls) == 2  # the third cycle's bookkeeping never ran: it waits behind the failed one
+    assert read_checkpoint(svc.store, T) == 2  # only the first cycle's changes count as done
+    monkeypatch.setattr(pl.EmbeddingPipeline, "_finish", real_finish)
+    results = drain(svc)
+    assert [r.status for r in results][-1] == "idle" and read_checkpoint(svc.store, T) == 7
+    assert svc.store.count("chunks", T) == 6  # each document once, whatever ran twice
+    assert "changed while d1" in chunks_of(svc, "d1")[0]["text"]
+    stats = svc.embeddings.source_stats(SYSTEM, T)[0]
+    assert (stats.docs_total, stats.docs_embedded, stats.backlog) == (6, 6, 0)
