@@ -76,8 +76,9 @@ EMBED_AHEAD = 2  # batches handed to the embedder and not yet embedded: one runn
 BIG_DOCUMENT_CHARS = 1 << 20  # documents from this size are chunked as a stream, not with the others
 
 
-def encode_vector(v: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
+def encode_vectors(vectors: np.ndarray) -> list[str]:
+    """Each row as base64 of its little-endian float32 bytes (what ``decode_vector`` reads)."""
+    return [base64.b64encode(row).decode("ascii") for row in np.ascontiguousarray(vectors, dtype="<f4")]
 
 
 def decode_vector(s: str) -> np.ndarray:
@@ -600,49 +601,47 @@ class EmbeddingPipeline:
 
     def _write_chunks(self, tenant_id: str, model: str, items: list[_Pending],
                       touched: set[tuple[str, str]]) -> None:
+        """Store one batch's chunks of one model (one store write for all its projects) and index them."""
         if not items:
             return
         at = clock.iso(self.now())
         by_partition: dict[str, list[_Pending]] = {}
         for p in items:
             by_partition.setdefault(p.work.project, []).append(p)
-        for project, group in by_partition.items():
-            with self._partition_lock:
-                self._write_partition(tenant_id, model, project, group, at, touched)
-
-    def _write_partition(self, tenant_id: str, model: str, project: str, group: list[_Pending], at: str,
-                         touched: set[tuple[str, str]]) -> None:
-        part = self._partition_for_write(tenant_id, project, model)
-        # Version first: a crash after this leaves the saved index older than the store (rebuilt).
-        self._bump_version(tenant_id, model, project, part)
+        encoded = encode_vectors(np.stack([_vec(p) for p in items]))
         docs_new: list[Doc] = []
         docs_old: list[Doc] = []
-        for p in group:
+        for p, vector in zip(items, encoded, strict=True):
             w, c = p.work, p.chunk
             d = {
                 "id": chunk_id(w.document_id, model, c.ord), "tenantId": tenant_id, "documentId": w.document_id,
-                "project": project, "source": w.source, "connectionId": (w.doc or {}).get("connectionId"),
+                "project": w.project, "source": w.source, "connectionId": (w.doc or {}).get("connectionId"),
                 "title": (w.doc or {}).get("title") or w.document_id, "ord": c.ord, "text": c.text,
                 "tokens": c.tokens, "start": c.start, "end": c.end, "hash": p.hash,
-                "docFingerprint": w.fingerprint, "model": model, "vector": encode_vector(_vec(p)),
-                "embeddedAt": at,
+                "docFingerprint": w.fingerprint, "model": model, "vector": vector, "embeddedAt": at,
             }
             if self.chunk_fields is not None:
                 d.update(self.chunk_fields(model, _vec(p)))
             (docs_new if w.new_doc.get(model) else docs_old).append(d)
             w.chunk_counts[model] = max(w.chunk_counts[model], c.ord + 1)
             w.tokens[model] += c.tokens
-        if docs_new:
-            try:
-                self.store.create_many(CHUNKS, docs_new)
-            except Conflict:  # a retry after a crash: some ids exist already
-                docs_old += docs_new
-        if docs_old:
-            self.store.upsert_many(CHUNKS, docs_old)
-        part.upsert([chunk_id(p.work.document_id, model, p.chunk.ord) for p in group],
-                    np.stack([_vec(p) for p in group]), [p.work.document_id for p in group],
-                    [p.work.source for p in group])
-        touched.add((tenant_id, f"{model}\x00{project}"))
+        with self._partition_lock:
+            parts = {project: self._partition_for_write(tenant_id, project, model) for project in by_partition}
+            # Versions first: a crash after this leaves the saved index older than the store (rebuilt).
+            for project, part in parts.items():
+                self._bump_version(tenant_id, model, project, part)
+            if docs_new:
+                try:
+                    self.store.create_many(CHUNKS, docs_new)
+                except Conflict:  # a retry after a crash: some ids exist already
+                    docs_old += docs_new
+            if docs_old:
+                self.store.upsert_many(CHUNKS, docs_old)
+            for project, group in by_partition.items():
+                parts[project].upsert([chunk_id(p.work.document_id, model, p.chunk.ord) for p in group],
+                                      np.stack([_vec(p) for p in group]), [p.work.document_id for p in group],
+                                      [p.work.source for p in group])
+                touched.add((tenant_id, f"{model}\x00{project}"))
 
     def _complete_document(self, tenant_id: str, w: _DocWork, models: list[str]) -> None:
         for m in w.models:
