@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import ConfigError, Invalid, RateLimited, TransientError
+from core.adapters.openai_errors import castiel_error
+from core.errors import ConfigError
 from core.observability.logging import get_tenant_id
 from core.observability.telemetry import timed
 
@@ -173,27 +174,12 @@ class OpenAIChatClient(ChatClient):
             started = time.perf_counter()
             try:
                 resp = self._client.chat.completions.create(**kwargs)
-            except openai.RateLimitError as e:
-                raise RateLimited(
-                    f"the LLM endpoint is rate limiting ({_message(e)}); try again shortly", _retry_after(e)
-                ) from None
-            except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-                raise ConfigError(
-                    f"the LLM endpoint refused the credentials: {_message(e)}; check CASTIEL_LLM_API_KEY"
-                ) from None
-            except openai.NotFoundError as e:
-                raise ConfigError(
-                    f"model or deployment {self.model!r} not found at {self.describe()}: {_message(e)}; "
-                    "check CASTIEL_LLM_MODEL"
-                ) from None
-            except (openai.APITimeoutError, openai.APIConnectionError) as e:
-                raise TransientError(f"cannot reach the LLM endpoint {self.describe()}: {e}") from None
-            except openai.InternalServerError as e:
-                raise TransientError(f"the LLM endpoint failed ({_message(e)}); try again") from None
-            except openai.BadRequestError as e:
-                raise Invalid(f"the LLM endpoint refused the request: {_message(e)}") from None
-            except openai.APIStatusError as e:
-                raise TransientError(f"the LLM endpoint answered {e.status_code}: {_message(e)}") from None
+            except openai.OpenAIError as e:
+                mapped = castiel_error(e, f"the LLM endpoint {self.describe()}", self.model,
+                                       "; check CASTIEL_LLM_API_KEY, CASTIEL_LLM_MODEL and CASTIEL_LLM_BASE_URL")
+                if mapped is None:
+                    raise
+                raise mapped from e
             latency_ms = (time.perf_counter() - started) * 1000
             choice = resp.choices[0] if resp.choices else None
             text = (choice.message.content if choice and choice.message else None) or ""
@@ -204,26 +190,3 @@ class OpenAIChatClient(ChatClient):
             t.model, t.tokens_in, t.tokens_out = model, pt, ct  # feeds cost per tenant and model
             cost, known = estimate_cost(self.model if self.azure else model, pt, ct)
             return ChatResult(text, pt, ct, latency_ms, cost, model, known)
-
-
-def _message(e: Any) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and inner.get("message"):
-            return str(inner["message"])
-        if body.get("message"):
-            return str(body["message"])
-    return str(getattr(e, "message", e))
-
-
-def _retry_after(e: Any) -> float | None:
-    headers = getattr(getattr(e, "response", None), "headers", None) or {}
-    for key, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(key)
-        if value:
-            try:
-                return float(value) * scale
-            except ValueError:
-                return None
-    return None

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from core.adapters.openai_errors import castiel_error
 from core.embeddings.embedder import Embedder, l2_normalise
 from core.embeddings.tokens import estimate_tokens, truncate_to_tokens
-from core.errors import ConfigError, Invalid, RateLimited, TransientError
+from core.errors import ConfigError, Invalid, TransientError
 
 # Native output sizes and list prices (USD per million input tokens) of OpenAI's embedding models.
 KNOWN_MODELS: dict[str, tuple[int, float]] = {
@@ -27,26 +28,6 @@ KNOWN_MODELS: dict[str, tuple[int, float]] = {
     "text-embedding-3-large": (3072, 0.13),
     "text-embedding-ada-002": (1536, 0.10),
 }
-
-
-def _retry_after_seconds(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 class OpenAIEmbedder(Embedder):
@@ -155,20 +136,11 @@ class OpenAIEmbedder(Embedder):
                 kwargs["dimensions"] = self.dimensions
             try:
                 resp = self._client.embeddings.create(**kwargs)
-            except openai.RateLimitError as e:
-                raise RateLimited(f"embedding service rate limit (429): {e.message}", _retry_after_seconds(e)) from e
-            except openai.AuthenticationError as e:
-                raise ConfigError(f"the embedding service refused the API key (401): {e.message}") from e
-            except openai.PermissionDeniedError as e:
-                raise ConfigError(f"the API key may not use {self.model} (403): {e.message}") from e
-            except openai.NotFoundError as e:
-                raise ConfigError(f"model or deployment {self.model!r} not found (404): {e.message}") from e
-            except openai.BadRequestError as e:
-                raise Invalid(f"the embedding service refused the request (400): {e.message}") from e
-            except openai.APIStatusError as e:
-                raise TransientError(f"embedding service error {e.status_code}: {e.message}") from e
-            except (openai.APIConnectionError, openai.APITimeoutError) as e:
-                raise TransientError(f"cannot reach the embedding service: {e}") from e
+            except openai.OpenAIError as e:
+                mapped = castiel_error(e, "the embedding service", self.model)
+                if mapped is None:
+                    raise
+                raise mapped from e
             rows = sorted(resp.data, key=lambda d: d.index)
             if len(rows) != len(batch):
                 raise TransientError(f"embedding service answered {len(rows)} vectors for {len(batch)} inputs")

@@ -73,7 +73,7 @@ def test_azure_configuration_reaches_the_deployment_path(llm: OpenAIFakeServer) 
 
 def test_errors_become_core_errors(llm: OpenAIFakeServer) -> None:
     bad_key = OpenAIChatClient("gpt-4o-mini", api_key="wrong", base_url=llm.base_url, max_retries=0)
-    with pytest.raises(ConfigError, match="credentials"):
+    with pytest.raises(ConfigError, match="refused the API key .*check CASTIEL_LLM_API_KEY"):
         bad_key.chat([{"role": "user", "content": "hi"}])
     llm.rate_limit_next(1, retry_after=0.01)
     assert _client(llm).chat([{"role": "user", "content": "hi"}]).text  # the SDK retried after Retry-After
