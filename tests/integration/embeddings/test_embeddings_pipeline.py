@@ -333,5 +333,6 @@ def test_back_to_back_cycles_overlap_but_store_progress_in_order(emb_services, f
     assert [r.status for r in results][-1] == "idle" and read_checkpoint(svc.store, T) == 7
     assert svc.store.count("chunks", T) == 6  # each document once, whatever ran twice
     assert "changed while d1" in chunks_of(svc, "d1")[0]["text"]
+    assert sum("changed while d1" in t for t in fake.texts) >= 1
     stats = svc.embeddings.source_stats(SYSTEM, T)[0]
     assert (stats.docs_total, stats.docs_embedded, stats.backlog) == (6, 6, 0)
