@@ -8,6 +8,7 @@ and session version, which core checks on every use (sign-out and admin changes 
 from __future__ import annotations
 
 import io
+from datetime import datetime
 
 import qrcode
 import streamlit as st
@@ -20,6 +21,7 @@ from core.errors import CastielError
 from core.services.access import Principal
 
 COOKIE_NAME = "castiel_session"
+COOKIE_WRITE_KEY = "castiel_cookie_write"  # the write component's key: its value turns True once written
 
 
 def _cookie(services: Services) -> CookieModel:
@@ -42,11 +44,27 @@ def resume_from_cookie(services: Services) -> Principal | None:
 
 
 def write_cookie_if_due(services: Services) -> None:
-    """Called after the page renders, so the browser component that writes the cookie gets drawn."""
+    """Called after the page renders, so the browser component that writes the cookie gets drawn.
+
+    The write is drawn again on every run until the component reports it done: the cookie manager's
+    own read component, drawn in the same run, can answer first and rerun the script, and a write
+    drawn only once was then dropped before its frame had loaded (the browser stayed signed out on
+    its next page load). The token is minted once, so each redraw is the same element.
+    """
     principal = st.session_state.get(state.PRINCIPAL)
-    if principal is not None and st.session_state.pop(state.SET_COOKIE, False):
+    pending = st.session_state.get(state.SET_COOKIE)
+    if principal is None or not pending:
+        return
+    if st.session_state.get(COOKIE_WRITE_KEY) is True:
+        st.session_state.pop(state.SET_COOKIE, None)
+        return
+    cookie = _cookie(services)
+    if not isinstance(pending, dict):
         st.session_state["username"] = services.users.session_subject(principal)
-        _cookie(services).set_cookie()
+        cookie.exp_date = datetime.now().timestamp() + services.settings.session_hours * 3600
+        pending = {"token": cookie._token_encode(), "expires": datetime.fromtimestamp(cookie.exp_date)}
+        st.session_state[state.SET_COOKIE] = pending
+    cookie.cookie_manager.set(COOKIE_NAME, pending["token"], key=COOKIE_WRITE_KEY, expires_at=pending["expires"])
 
 
 def _finish(principal: Principal) -> None:

@@ -120,8 +120,10 @@ def test_support_resyncs_the_demo_connection_and_watches_it_finish(console, brow
     # Ops opens the audit log: the resync is recorded with the support user, the connection and the reason.
     ops = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
     sign_in(ops, console.url, OPS, DEMO_PASSWORD)
-    ops.goto(f"{console.url}/audit")
-    wait_idle(ops)
+    open_signed_in(ops, f"{console.url}/audit")
+    # A fresh load renders twice (signed out, then resumed from the cookie): let the first render's
+    # elements go before typing into the filter.
+    assert settles_to(ops, ".st-key-audit_action input", 1) == 1, "the audit page shows one Action filter"
     ops.locator(".st-key-audit_action input").fill("integration.resync")
     ops.get_by_role("button", name="Apply filters").click()
     wait_idle(ops)

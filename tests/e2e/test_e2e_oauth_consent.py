@@ -17,7 +17,7 @@ from core.bootstrap import build
 from core.config import load_settings
 from core.migrate import migrate
 from core.services.access import ADMIN, SYSTEM
-from tests.e2e.conftest import ROOT, free_port, sign_in, wait_idle
+from tests.e2e.conftest import ROOT, free_port, open_signed_in, sign_in, wait_idle
 from tests.fakes.vendors.salesforce import FakeSalesforce
 
 pytestmark = pytest.mark.e2e
@@ -107,8 +107,7 @@ def test_admin_connects_salesforce_by_consent(consent_console: ConsentConsole, b
     page = context.new_page()
     try:
         sign_in(page, c.url, ADMIN_EMAIL, ADMIN_PASSWORD)
-        page.goto(f"{c.url}/integrations?connection={c.connection_id}")
-        wait_idle(page)
+        open_signed_in(page, f"{c.url}/integrations?connection={c.connection_id}")
         page.get_by_role("heading", name=CONNECTION_NAME).wait_for(timeout=30_000)
         # Not connected yet: no user token, and the Credentials area offers the consent.
         assert "refresh_token" not in stored_credentials(c.data_dir, c.connection_id)
