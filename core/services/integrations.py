@@ -425,16 +425,7 @@ class IntegrationsService:
             raise Invalid(f"{info.label} has no credential field(s) {', '.join(unknown)}")
 
         def change(doc: Doc | None) -> Doc:
-            if doc is None:
-                raise NotFound(f"connection {connection_id} was deleted")
-            creds = json.loads(self.box.open(doc["credentialsSealed"])) if doc.get("credentialsSealed") else {}
-            creds.update(given)
-            doc["credentialsSealed"] = self.box.seal(json.dumps(creds))
-            doc["credentialsUpdatedAt"] = clock.iso(self.now())
-            doc["credentialFields"] = sorted(creds)
-            # New credentials answer a config error: let the next run show whether they work.
-            if doc.get("lastErrorType") == "config":
-                doc.update(lastError=None, lastErrorType=None, consecutiveFailures=0, failingSince=None)
+            doc = self._merge_credentials(doc, connection_id, given, clock.iso(self.now()))
             if doc.get("token"):
                 doc["token"] = {**doc["token"], "lastRefreshError": None}
             return doc
@@ -444,6 +435,20 @@ class IntegrationsService:
         self.audit.record(principal, tenant_id, "integration.credentials", f"connection:{connection_id}", reason,
                           after={"changedFields": sorted(given)})
         return public_connection(out)
+
+    def _merge_credentials(self, doc: Doc | None, connection_id: str, values: dict[str, Any], at: str) -> Doc:
+        """``doc`` with ``values`` merged into its sealed credentials (pasted ones or a consent's tokens)."""
+        if doc is None:
+            raise NotFound(f"connection {connection_id} was deleted")
+        creds = json.loads(self.box.open(doc["credentialsSealed"])) if doc.get("credentialsSealed") else {}
+        creds.update(values)
+        doc["credentialsSealed"] = self.box.seal(json.dumps(creds))
+        doc["credentialsUpdatedAt"] = at
+        doc["credentialFields"] = sorted(creds)
+        # New credentials answer a config error: let the next run show whether they work.
+        if doc.get("lastErrorType") == "config":
+            doc.update(lastError=None, lastErrorType=None, consecutiveFailures=0, failingSince=None)
+        return doc
 
     # connecting by consent (OAuth2 authorization code) -------------------------------------
     def _consent_flow(self, conn: Doc) -> tuple[Any, ConsentFlowLike]:
@@ -581,16 +586,7 @@ class IntegrationsService:
         info = dict(result.token_info)
 
         def store_tokens(doc: Doc | None) -> Doc:
-            if doc is None:
-                raise NotFound(f"connection {connection_id} was deleted")
-            creds = json.loads(self.box.open(doc["credentialsSealed"])) if doc.get("credentialsSealed") else {}
-            creds.update(tokens)
-            doc["credentialsSealed"] = self.box.seal(json.dumps(creds))
-            doc["credentialsUpdatedAt"] = at
-            doc["credentialFields"] = sorted(creds)
-            # A fresh consent answers a config error, as new credentials do: the next run shows whether it works.
-            if doc.get("lastErrorType") == "config":
-                doc.update(lastError=None, lastErrorType=None, consecutiveFailures=0, failingSince=None)
+            doc = self._merge_credentials(doc, connection_id, tokens, at)
             doc["token"] = {**token_record(info, doc.get("token")), "lastRefreshError": None}
             doc["lastConsent"] = {"at": at, "by": principal.email, "ok": True, "message": f"{label} account connected"}
             return doc
@@ -766,44 +762,37 @@ class IntegrationsService:
         return run
 
     def pause(self, principal: Principal, tenant_id: str, connection_id: str, reason: str) -> Doc:
-        require(principal, tenant_id, ACTION_ROLES)
-        reason = _reason(reason, "pause a connection")
-        at = clock.iso(self.now())
-
-        def change(doc: Doc | None) -> Doc:
-            if doc is None:
-                raise NotFound(f"connection {connection_id} does not exist")
-            if doc.get("status") == "paused":
-                raise Invalid("this connection is already paused")
-            doc.update(status="paused", pausedAt=at, pausedReason=f"{reason} ({principal.email})",
-                       pausedBy=principal.email)
-            return doc
-
-        out = self.store.update(CONNECTIONS, tenant_id, connection_id, change)
-        assert out is not None
-        self.audit.record(principal, tenant_id, "integration.pause", f"connection:{connection_id}", reason,
-                          before={"status": "active"}, after={"status": "paused"})
-        return public_connection(out)
+        return self._switch(principal, tenant_id, connection_id, reason, pause=True)
 
     def resume(self, principal: Principal, tenant_id: str, connection_id: str, reason: str) -> Doc:
         """Resume syncing; the failure streak starts over, so one more failure does not pause it again."""
+        return self._switch(principal, tenant_id, connection_id, reason, pause=False)
+
+    def _switch(self, principal: Principal, tenant_id: str, connection_id: str, reason: str, pause: bool) -> Doc:
+        """Pause or resume a connection, refusing when it is already in that state; audited."""
         require(principal, tenant_id, ACTION_ROLES)
-        reason = _reason(reason, "resume a connection")
+        verb = "pause" if pause else "resume"
+        reason = _reason(reason, f"{verb} a connection")
         at = clock.iso(self.now())
 
         def change(doc: Doc | None) -> Doc:
             if doc is None:
                 raise NotFound(f"connection {connection_id} does not exist")
-            if doc.get("status") != "paused":
-                raise Invalid("this connection is not paused")
-            doc.update(status="active", pausedAt=None, pausedReason=None, pausedBy=None, nextDueAt=at,
-                       consecutiveFailures=0, failingSince=None, resumedAt=at)
+            if (doc.get("status") == "paused") == pause:
+                raise Invalid(f"this connection is {'already' if pause else 'not'} paused")
+            if pause:
+                doc.update(status="paused", pausedAt=at, pausedReason=f"{reason} ({principal.email})",
+                           pausedBy=principal.email)
+            else:
+                doc.update(status="active", pausedAt=None, pausedReason=None, pausedBy=None, nextDueAt=at,
+                           consecutiveFailures=0, failingSince=None, resumedAt=at)
             return doc
 
         out = self.store.update(CONNECTIONS, tenant_id, connection_id, change)
         assert out is not None
-        self.audit.record(principal, tenant_id, "integration.resume", f"connection:{connection_id}", reason,
-                          before={"status": "paused"}, after={"status": "active"})
+        before, after = ("active", "paused") if pause else ("paused", "active")
+        self.audit.record(principal, tenant_id, f"integration.{verb}", f"connection:{connection_id}", reason,
+                          before={"status": before}, after={"status": after})
         return public_connection(out)
 
     def test_connection(self, principal: Principal, tenant_id: str, connection_id: str, reason: str) -> ActionResult:

@@ -107,6 +107,12 @@ def follow(fake: FakeVendor, url: str) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
 
 
+def start_connected(stack: Stack, fakes: dict[str, FakeVendor], provider: str) -> tuple[FakeVendor, str]:
+    """A started fake vendor and a connection to it that holds the app's keys but no user token yet."""
+    fake = start(fakes, provider)
+    return fake, connect(stack, fake, provider)
+
+
 def query_of(url: str) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
 
@@ -125,8 +131,7 @@ def audit_rows(stack: Stack, action: str) -> list[dict[str, Any]]:
 def test_consent_connects_the_account_and_the_next_sync_refreshes_with_its_token(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor], provider: str, pkce: bool
 ) -> None:
-    fake = start(fakes, provider)
-    conn_id = connect(stack, fake, provider)
+    fake, conn_id = start_connected(stack, fakes, provider)
     svc: IntegrationsService = stack.integrations
 
     before = sync(stack, conn_id)  # no user token yet: a config error, the connection needs a person
@@ -179,8 +184,7 @@ def test_consent_connects_the_account_and_the_next_sync_refreshes_with_its_token
 def test_a_state_is_accepted_once_even_when_two_tabs_race(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor]
 ) -> None:
-    fake = start(fakes, "salesforce")
-    conn_id = connect(stack, fake, "salesforce")
+    fake, conn_id = start_connected(stack, fakes, "salesforce")
     svc = stack.integrations
     answer = follow(fake, svc.begin_consent(admin, TENANT, conn_id, REDIRECT, "connect"))
 
@@ -212,8 +216,7 @@ def test_a_state_is_accepted_once_even_when_two_tabs_race(
 def test_expired_unknown_and_foreign_states_are_refused_and_redeem_nothing(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor]
 ) -> None:
-    fake = start(fakes, "hubspot")
-    conn_id = connect(stack, fake, "hubspot")
+    fake, conn_id = start_connected(stack, fakes, "hubspot")
     svc = stack.integrations
     answer = follow(fake, svc.begin_consent(admin, TENANT, conn_id, REDIRECT, "connect"))
 
@@ -258,8 +261,7 @@ def test_expired_unknown_and_foreign_states_are_refused_and_redeem_nothing(
 def test_a_declined_consent_is_recorded_and_shown_and_changes_no_credentials(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor]
 ) -> None:
-    fake = start(fakes, "salesforce")
-    conn_id = connect(stack, fake, "salesforce")
+    fake, conn_id = start_connected(stack, fakes, "salesforce")
     svc = stack.integrations
     sealed_before = stack.connection(conn_id)["credentialsSealed"]
     fake.oauth.deny_consent = True
@@ -283,8 +285,7 @@ def test_a_declined_consent_is_recorded_and_shown_and_changes_no_credentials(
 def test_a_code_the_vendor_refuses_is_a_config_outcome(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor]
 ) -> None:
-    fake = start(fakes, "salesforce")
-    conn_id = connect(stack, fake, "salesforce")
+    fake, conn_id = start_connected(stack, fakes, "salesforce")
     svc = stack.integrations
     # Two consents: the code of the first presented with the state (and PKCE verifier) of the second.
     first = follow(fake, svc.begin_consent(admin, TENANT, conn_id, REDIRECT, "connect"))
@@ -301,8 +302,7 @@ def test_a_code_the_vendor_refuses_is_a_config_outcome(
 def test_msal_consent_makes_the_connection_delegated(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor], provider: str
 ) -> None:
-    fake = start(fakes, provider)
-    conn_id = connect(stack, fake, provider)
+    fake, conn_id = start_connected(stack, fakes, provider)
     svc = stack.integrations
     url = svc.begin_consent(admin, TENANT, conn_id, REDIRECT, "delegated access")
     asked = query_of(url)
