@@ -89,6 +89,16 @@ def _existing_ids(store: DocumentStore, tenant_id: str, ids: list[str]) -> set[s
     return {d["id"] for d in store.query(DOCUMENTS, tenant_id, [Cond("id", "in", ids)])}
 
 
+def _live_state_ids(store: DocumentStore, tenant_id: str) -> list[str]:
+    """Document ids of the tenant's document states not marked deleted; only ids and status are read
+    where the store can (a document state body is read whole otherwise)."""
+    fields = getattr(store, "query_fields", None)
+    if fields is None:
+        return [s["id"][4:] for s in state_with_prefix(store, tenant_id, "doc:", "doc") if s.get("status") != "deleted"]
+    rows = fields(STATE, tenant_id, [Cond("id", ">=", "doc:"), Cond("id", "<", "doc:\U0010ffff")], ("kind", "status"))
+    return [i[4:] for i, (kind, status) in rows.items() if kind == "doc" and status != "deleted"]
+
+
 def reconcile(store: DocumentStore, tenant_id: str, now: datetime | None = None,
               full: bool = False) -> ReconcileResult:
     """One sweep for a tenant; ``full`` looks at every document, not only those written since the last sweep."""
@@ -119,9 +129,9 @@ def reconcile(store: DocumentStore, tenant_id: str, now: datetime | None = None,
             result.upserts_recorded += 1
 
     # 2. documents gone from the store whose chunks the pipeline still holds
-    states_all = [s for s in state_with_prefix(store, tenant_id, "doc:", "doc") if s.get("status") != "deleted"]
-    result.states_checked = len(states_all)
-    for group in _batches([s["id"][4:] for s in states_all]):
+    live = _live_state_ids(store, tenant_id)
+    result.states_checked = len(live)
+    for group in _batches(live):
         present = _existing_ids(store, tenant_id, group)
         for doc_id in group:
             if doc_id in present or doc_id in waiting:
