@@ -228,6 +228,7 @@ class EmbeddingPipeline:
         sleep: Callable[[float], None] = time.sleep,
         on_embed: Callable[[str, str, int, int, float, bool], None] | None = None,
         chunk_fields: Callable[[str, np.ndarray], dict[str, Any]] | None = None,
+        local_index: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.embedder_for = embedder_for
@@ -246,8 +247,12 @@ class EmbeddingPipeline:
         self.on_embed = on_embed
         # extra fields per stored chunk from (model, vector), e.g. a float array for a store's own vector search
         self.chunk_fields = chunk_fields
+        # whether a model's vectors go into the embedded index too (not when the store's own vector search
+        # serves that model: its partitions would only be written, never read); the version rows are kept
+        # either way, so an embedded index needed later rebuilds from the store
+        self.local_index = local_index or (lambda _model: True)
         # The writer thread and this thread (deletes, stale chunks) both bump partition versions; one
-        # at a time, so a bump by this process is never mistaken for another worker's (see _bump_version).
+        # at a time, so a bump by this process is never mistaken for another worker's (see _bump).
         self._partition_lock = threading.RLock()
 
     # tenant lease -------------------------------------------------------------------------
@@ -626,10 +631,8 @@ class EmbeddingPipeline:
             w.chunk_counts[model] = max(w.chunk_counts[model], c.ord + 1)
             w.tokens[model] += c.tokens
         with self._partition_lock:
-            parts = {project: self._partition_for_write(tenant_id, project, model) for project in by_partition}
             # Versions first: a crash after this leaves the saved index older than the store (rebuilt).
-            for project, part in parts.items():
-                self._bump_version(tenant_id, model, project, part)
+            parts = {project: self._bump(tenant_id, model, project) for project in by_partition}
             if docs_new:
                 try:
                     self.store.create_many(CHUNKS, docs_new)
@@ -638,9 +641,12 @@ class EmbeddingPipeline:
             if docs_old:
                 self.store.upsert_many(CHUNKS, docs_old)
             for project, group in by_partition.items():
-                parts[project].upsert([chunk_id(p.work.document_id, model, p.chunk.ord) for p in group],
-                                      np.stack([_vec(p) for p in group]), [p.work.document_id for p in group],
-                                      [p.work.source for p in group])
+                part = parts[project]
+                if part is None:
+                    continue
+                part.upsert([chunk_id(p.work.document_id, model, p.chunk.ord) for p in group],
+                            np.stack([_vec(p) for p in group]), [p.work.document_id for p in group],
+                            [p.work.source for p in group])
                 touched.add((tenant_id, f"{model}\x00{project}"))
 
     def _complete_document(self, tenant_id: str, w: _DocWork, models: list[str]) -> None:
@@ -654,22 +660,24 @@ class EmbeddingPipeline:
                     except CastielError:
                         pass
                 with self._partition_lock:
-                    part = self._partition_for_write(tenant_id, w.project, m)
-                    self._bump_version(tenant_id, m, w.project, part)
-                    part.remove(stale)
+                    part = self._bump(tenant_id, m, w.project)
+                    if part is not None:
+                        part.remove(stale)
         w.outcome = "embedded" if any(w.chunk_counts[m] for m in w.models) else "empty"
 
-    def _partition_for_write(self, tenant_id: str, project: str, model: str) -> Partition:
-        part = self.indexes.fresh(tenant_id, project, model, for_write=True)
-        return part if part is not None else self.indexes.index(model).partition(tenant_id, project)
-
-    def _bump_version(self, tenant_id: str, model: str, project: str, part: Partition) -> None:
-        """Callers hold ``_partition_lock`` from the bump until the partition's rows are changed."""
-        before = part.version
+    def _bump(self, tenant_id: str, model: str, project: str) -> Partition | None:
+        """Move the partition's stored version on; the embedded partition to change with it (None when
+        this model is not indexed here). Callers hold ``_partition_lock`` until its rows are changed."""
+        part: Partition | None = None
+        if self.local_index(model):
+            part = self.indexes.fresh(tenant_id, project, model, for_write=True)
+            part = part if part is not None else self.indexes.index(model).partition(tenant_id, project)
         ver = int(self.store.increment(STATE, tenant_id, index_version_id(model, project), {"version": 1},
                                        base={"kind": "index", "model": model, "project": project})["version"])
-        # Another worker wrote in between: our copy misses its rows, so mark it for a rebuild.
-        part.version = ver if ver == before + 1 else -1
+        if part is not None:
+            # Another worker wrote in between: our copy misses its rows, so mark it for a rebuild.
+            part.version = ver if ver == part.version + 1 else -1
+        return part
 
     def _delete_document(self, tenant_id: str, w: _DocWork, touched: set[tuple[str, str]],
                          keep_state: bool = False) -> None:
@@ -679,15 +687,15 @@ class EmbeddingPipeline:
             by_model.setdefault((r["model"], r.get("project") or ""), []).append(r["id"])
         for (model, project), ids in by_model.items():
             with self._partition_lock:
-                part = self._partition_for_write(tenant_id, project, model)
-                self._bump_version(tenant_id, model, project, part)
+                part = self._bump(tenant_id, model, project)
                 for cid in ids:
                     try:
                         self.store.delete(CHUNKS, tenant_id, cid)
                     except CastielError:
                         pass
-                part.remove(ids)
-                touched.add((tenant_id, f"{model}\x00{project}"))
+                if part is not None:
+                    part.remove(ids)
+                    touched.add((tenant_id, f"{model}\x00{project}"))
         if not keep_state:
             w.outcome = "deleted"
 

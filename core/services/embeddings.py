@@ -200,7 +200,12 @@ class EmbeddingsService:
         self.vector_search = vector_search
         self.pipeline = EmbeddingPipeline(store, self.embedder, self.indexes, self.default_model,
                                           batch_size=batch_size, on_embed=self._record_embed,
-                                          chunk_fields=vector_search.chunk_fields if vector_search else None)
+                                          chunk_fields=vector_search.chunk_fields if vector_search else None,
+                                          local_index=self._indexed_here)
+
+    def _indexed_here(self, model_key: str) -> bool:
+        """Whether searches for this model use the embedded index (not the store's own vector search)."""
+        return self.vector_search is None or not self.vector_search.serves(self.embedder(model_key).dim)
 
     # models -----------------------------------------------------------------------------
     def _named(self, name: str) -> Embedder:
@@ -590,7 +595,7 @@ class EmbeddingsService:
         emb = self.embedder(model)
         # The store's own vector search when it serves this model's size (then no local partition is
         # loaded or rebuilt); otherwise the embedded index. Both answer with Hits, cosine, best first.
-        remote = self.vector_search if self.vector_search is not None and self.vector_search.serves(emb.dim) else None
+        remote = None if self._indexed_here(model) else self.vector_search
         if remote is None:
             parts = self.indexes.fresh_tenant(tenant_id, model, project or None)
             searched = sum(len(p) for p in parts)

@@ -354,16 +354,28 @@ def test_cosmos_search_needs_no_local_partitions(tmp_path: Path) -> None:
     for doc_id, (project, text) in TEXTS.items():
         write_doc(writer, doc_id, text, project)
     writer.embeddings.drain(SYSTEM, T)
-    import shutil
+    model = writer.embeddings.active_model(T)
+    # The worker keeps no embedded partitions for a model Cosmos serves: nothing held, nothing saved...
+    assert writer.embeddings.indexes.index(model).get(T, "alpha") is None
+    assert not list((data / "vectors").rglob("*.npy"))
+    # ...but the partitions' version rows still name the projects (the playground's project picker).
+    assert writer.embeddings.projects(SYSTEM, T) == ["alpha", "beta"]
+    writer.store.delete("documents", T, "b1")
+    record_document_change(writer.store, T, "b1", "delete")
+    writer.embeddings.drain(SYSTEM, T)  # a delete needs no partition either
+    assert [d["id"] for d in writer.store.query("chunks", T) if d["documentId"] == "b1"] == []
 
-    shutil.rmtree(data / "vectors", ignore_errors=True)  # a reader on another machine: no index files
     reader = make_services(data, CosmosVectorSearch(lambda: holder["c"], (VectorPath(16),)))
     res = reader.embeddings.search(SYSTEM, T, "beta", "a new sponsor after the champion left", k=2)
-    assert res.hits[0].document_id == "b2" and {h.project for h in res.hits} == {"beta"}
-    model = reader.embeddings.active_model(T)
+    assert [h.document_id for h in res.hits] == ["b2"] and {h.project for h in res.hits} == {"beta"}
     assert reader.embeddings.indexes.rebuilds == 0
     assert reader.embeddings.indexes.index(model).get(T, "beta") is None  # nothing loaded or rebuilt
-    assert not (data / "vectors").exists()
+    assert not list((data / "vectors").rglob("*.npy"))
+
+    # Without Cosmos search (the setting turned off), the embedded index is rebuilt from the stored chunks.
+    local = make_services(data, None)
+    again = local.embeddings.search(SYSTEM, T, "beta", "a new sponsor after the champion left", k=2)
+    assert [h.document_id for h in again.hits] == ["b2"] and local.embeddings.indexes.rebuilds >= 1
 
 
 def test_sizes_without_a_path_and_sqlite_use_the_embedded_index(tmp_path: Path) -> None:
