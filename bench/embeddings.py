@@ -65,7 +65,7 @@ def bench_pipeline(n_docs: int, rounds: int = 3) -> None:
     """
     from core.bootstrap import build
     from core.config import load_settings
-    from core.embeddings.changes import record_document_change
+    from core.embeddings.changes import ChangeRef, record_document_changes
     from core.embeddings.hashing import chunk_hash
     from core.migrate import migrate
     from core.services.access import SYSTEM
@@ -85,8 +85,10 @@ def bench_pipeline(n_docs: int, rounds: int = 3) -> None:
                 for i, d in enumerate(generated if some is None else some)]
         svc.store.create_many("documents", docs)
         t0 = time.perf_counter()
-        for d in docs:
-            record_document_change(svc.store, tenant, d["id"], "upsert", source="localfiles", project=d["project"])
+        # as the sync engine announces a stored page: one call per page of 500
+        refs = [ChangeRef(d["id"], "upsert", d["source"], d["project"]) for d in docs]
+        for i in range(0, len(refs), 500):
+            record_document_changes(svc.store, tenant, refs[i : i + 500])
         return time.perf_counter() - t0
 
     emb = svc.embeddings

@@ -1,8 +1,8 @@
 """Change detection: every document insert, update or delete becomes one numbered change (an outbox).
 
-SQLite (and any store): ``record_document_change`` is called by the sync engine right after it
-writes or deletes a document. It takes the tenant's next sequence number (an etag-guarded
-counter, so concurrent writers never share one) and stores the change in ``doc_changes``. The
+SQLite (and any store): ``record_document_changes`` is called by the sync engine right after it
+writes or deletes a page of documents. It takes the tenant's next sequence numbers (an etag-guarded
+counter, so concurrent writers never share one) and stores the changes in ``doc_changes``. The
 pipeline reads changes above its checkpoint in ``seq`` order and advances the checkpoint only
 through a contiguous run of numbers: a number taken by a writer that has not stored its change
 yet holds the checkpoint back (for ``GAP_GRACE_SECONDS``), so no change is ever skipped.
@@ -14,8 +14,10 @@ and estimates the lag.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from core import clock
 from core.adapters.store import Cond, Doc, DocumentStore
@@ -72,6 +74,18 @@ def stats_rows(store: DocumentStore, tenant_id: str) -> list[Doc]:
     return state_with_prefix(store, tenant_id, "stats:", "stats")
 
 
+class ChangeRef(NamedTuple):
+    """One document write or removal to record; ``source`` and ``project`` are looked up when not given."""
+
+    document_id: str
+    op: str
+    source: str | None = None
+    project: str | None = None
+
+
+RefTuple = tuple[str, str, str | None, str | None]  # a ChangeRef as the sync engine passes it
+
+
 def record_document_change(
     store: DocumentStore,
     tenant_id: str,
@@ -83,37 +97,69 @@ def record_document_change(
     at: datetime | None = None,
 ) -> Doc:
     """Record that ``document_id`` was written (``upsert``) or removed (``delete``); returns the change."""
-    if op not in OPS:
-        raise Invalid(f"unknown change operation {op!r}; use one of {OPS}")
-    if source is None:
-        # The sync engine's hook passes ids only; the source lets the screen show backlog per source.
-        ref = store.get_or_none(DOCUMENTS, tenant_id, document_id) if op == "upsert" else None
-        ref = ref or next(iter(document_chunks(store, tenant_id, document_id, limit=1)), None)
-        source = (ref or {}).get("source") or UNKNOWN_SOURCE
-        project = project or (ref or {}).get("project")
-    seq = int(store.increment(STATE, tenant_id, "seq", {"value": 1}, base={"kind": "seq"})["value"])
-    change = {
-        "id": change_id(seq),
-        "tenantId": tenant_id,
-        "seq": seq,
-        "documentId": document_id,
-        "op": op,
-        "source": source,
-        "project": project,
-        "status": "pending",
-        "attempts": 0,
-        "createdAt": clock.iso(at),
-    }
-    store.create(CHANGES, change)
-    store.increment(STATE, tenant_id, stats_id(source), {"recorded": 1}, base={"kind": "stats", "source": source})
-    return change
+    return record_document_changes(store, tenant_id, [ChangeRef(document_id, op, source, project)], at)[0]
 
 
-def document_change_hook(store: DocumentStore) -> Callable[[str, str, str], None]:
-    """The ``on_document_changed(tenant_id, document_id, op)`` hook the sync engine calls."""
+def record_document_changes(store: DocumentStore, tenant_id: str, refs: Sequence[ChangeRef],
+                            at: datetime | None = None) -> list[Doc]:
+    """Record many changes at once (a synced page): one counter step takes all their numbers, one write
+    stores them, and each source's counter moves once. Returns the changes in order.
 
-    def hook(tenant_id: str, document_id: str, op: str) -> None:
-        record_document_change(store, tenant_id, document_id, op)
+    A process that dies between taking the numbers and storing the changes leaves a gap, which the
+    pipeline waits out for ``GAP_GRACE_SECONDS`` as it does for a single change (the reconcile sweep
+    finds the documents again).
+    """
+    refs = [ChangeRef(*r) for r in refs]
+    for r in refs:
+        if r.op not in OPS:
+            raise Invalid(f"unknown change operation {r.op!r}; use one of {OPS}")
+    if not refs:
+        return []
+    refs = _with_sources(store, tenant_id, refs)
+    last = int(store.increment(STATE, tenant_id, "seq", {"value": len(refs)}, base={"kind": "seq"})["value"])
+    created = clock.iso(at)
+    changes = [
+        {"id": change_id(seq), "tenantId": tenant_id, "seq": seq, "documentId": r.document_id, "op": r.op,
+         "source": r.source, "project": r.project, "status": "pending", "attempts": 0, "createdAt": created}
+        for seq, r in enumerate(refs, start=last - len(refs) + 1)
+    ]
+    store.create_many(CHANGES, changes)
+    for source, n in Counter(str(r.source) for r in refs).items():
+        store.increment(STATE, tenant_id, stats_id(source), {"recorded": n}, base={"kind": "stats", "source": source})
+    return changes
+
+
+def _with_sources(store: DocumentStore, tenant_id: str, refs: list[ChangeRef]) -> list[ChangeRef]:
+    """Fill in the source (and project) the screen shows backlog by, from the document or its chunks."""
+    missing = [r.document_id for r in refs if r.source is None and r.op == "upsert"]
+    known: dict[str, tuple[Any, ...]] = {}
+    if missing:
+        fields = getattr(store, "existing_fields", None)
+        if fields is not None:  # one query, two fields read, no bodies
+            known = fields(DOCUMENTS, tenant_id, missing, ("source", "project"))
+        else:
+            for doc_id in missing:
+                d = store.get_or_none(DOCUMENTS, tenant_id, doc_id)
+                if d is not None:
+                    known[doc_id] = (d.get("source"), d.get("project"))
+    out = []
+    for r in refs:
+        if r.source is None:
+            source, project = known.get(r.document_id) or (None, None)
+            if not source:
+                chunk = next(iter(document_chunks(store, tenant_id, r.document_id, limit=1)), None) or {}
+                source, project = chunk.get("source"), project or chunk.get("project")
+            r = r._replace(source=source or UNKNOWN_SOURCE, project=r.project or project)
+        out.append(r)
+    return out
+
+
+def document_change_hook(store: DocumentStore) -> Callable[[str, Sequence[RefTuple]], None]:
+    """The ``on_document_changed(tenant_id, [(document_id, op, source, project), ...])`` hook the sync
+    engine calls once per page it stored."""
+
+    def hook(tenant_id: str, refs: Sequence[RefTuple]) -> None:
+        record_document_changes(store, tenant_id, [ChangeRef(*r) for r in refs])
 
     return hook
 

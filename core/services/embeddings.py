@@ -22,7 +22,15 @@ import numpy as np
 
 from core import clock
 from core.adapters.store import Cond, Doc, DocumentStore
-from core.embeddings.changes import CHANGES, CHUNKS, STATE, backlog_oldest, record_document_change, stats_rows
+from core.embeddings.changes import (
+    CHANGES,
+    CHUNKS,
+    STATE,
+    ChangeRef,
+    backlog_oldest,
+    record_document_changes,
+    stats_rows,
+)
 from core.embeddings.chunking import ChunkingConfig
 from core.embeddings.context import AssembledContext, RetrievedChunk, assemble_context
 from core.embeddings.embedder import Embedder
@@ -494,11 +502,10 @@ class EmbeddingsService:
             op = "reembed"
         conds = [Cond("kind", "=", "doc")] + ([Cond("source", "=", source)] if source else [])
         docs = self.store.query(STATE, tenant_id, conds)
-        for d in docs:
-            if d.get("status") == "deleted":
-                continue
-            record_document_change(self.store, tenant_id, d["id"].removeprefix("doc:"), op,
-                                   source=d.get("source"), project=d.get("project"))
+        refs = [ChangeRef(d["id"].removeprefix("doc:"), op, d.get("source"), d.get("project"))
+                for d in docs if d.get("status") != "deleted"]
+        for i in range(0, len(refs), 500):
+            record_document_changes(self.store, tenant_id, refs[i : i + 500])
         results = self.drain(principal, tenant_id, heartbeat=progress)
         return {"documents": len(docs), "model": target, "cycles": len(results),
                 "chunks": sum(r.chunks_embedded for r in results), "failed": sum(r.failed for r in results),

@@ -93,7 +93,8 @@ class ConnectorLike(Protocol):
 
 
 ConnectorFactory = Callable[..., ConnectorLike]
-DocumentChangedHook = Callable[[str, str, str], None]
+# (tenant_id, [(document_id, "upsert" | "delete", source, project), ...]): once per page of documents stored
+DocumentChangedHook = Callable[[str, list[tuple[str, str, str | None, str | None]]], None]
 AutoPauseHook = Callable[[Doc, str], None]
 Heartbeat = Callable[[str], None]
 
@@ -912,12 +913,12 @@ class SyncEngine:
         for container, changed, _existing, gone in plan.steps:
             written += len(changed)
             deleted += len(gone)
-            if container == DOCUMENTS:
+            if container == DOCUMENTS and (changed or gone):
                 # After the write, so the embedding pipeline never sees a change it cannot read yet.
-                for d in changed:
-                    self.on_document_changed(plan.tenant_id, d["id"], "upsert")
-                for doc_id in gone:
-                    self.on_document_changed(plan.tenant_id, doc_id, "delete")
+                self.on_document_changed(plan.tenant_id, [
+                    *((d["id"], "upsert", d.get("source"), d.get("project")) for d in changed),
+                    *((doc_id, "delete", None, None) for doc_id in gone),
+                ])
         samples = [{"stream": stream, "sourceId": sid, "reason": str(reason)[:300]} for sid, reason in page.skipped]
         counts = {"read": len(page.records) + len(page.skipped), "written": written, "unchanged": plan.unchanged,
                   "deleted": deleted, "skipped": len(page.skipped)}
@@ -1009,8 +1010,7 @@ class SyncEngine:
                     removed += self._delete_ids(container, tenant_id, batch)
                     if container == DOCUMENTS:
                         # After the delete, as for vendor delete events: the pipeline drops their chunks.
-                        for doc_id in batch:
-                            self.on_document_changed(tenant_id, doc_id, "delete")
+                        self.on_document_changed(tenant_id, [(doc_id, "delete", None, None) for doc_id in batch])
                     if heartbeat is not None:
                         # A large sweep outlasts the queue lease; it is still making progress.
                         heartbeat(f"removing records no longer at the vendor: {name}, {removed} so far")

@@ -15,6 +15,7 @@ from core.services.access import Principal
 from core.services.integrations import IntegrationsService
 from jobs.runner import Worker
 from tests.app.apptest_helpers import not_authorised, open_page, texts
+from tests.fakes.change_hook import collect_changes
 
 SECRET = "sk-live-do-not-show-7f3a"
 
@@ -66,7 +67,8 @@ def integ(services: Services, principals: dict[str, Principal], two_tenants: tup
 def run_worker(data_dir: Path, items: int = 5) -> int:
     """The worker process: its own composition with the document hook wired."""
     changes: list[tuple[str, str, str]] = []
-    worker_services = build(load_settings(data_dir=data_dir), on_document_changed=lambda *a: changes.append(a))
+    worker_services = build(load_settings(data_dir=data_dir),
+                            on_document_changed=collect_changes(changes))
     worker = Worker(worker_services, consumers=1, with_scheduler=False)
     done = 0
     while done < items and worker.run_one():

@@ -336,3 +336,32 @@ def test_back_to_back_cycles_overlap_but_store_progress_in_order(emb_services, f
     assert sum("changed while d1" in t for t in fake.texts) >= 1
     stats = svc.embeddings.source_stats(SYSTEM, T)[0]
     assert (stats.docs_total, stats.docs_embedded, stats.backlog) == (6, 6, 0)
+
+
+def test_a_page_of_changes_is_recorded_in_one_go_with_its_sources(emb_services) -> None:
+    """The sync engine's hook: consecutive numbers after earlier changes, sources looked up only where not
+    given (from the document, or for a delete from its chunks), per-source counters, then processed once."""
+    from core.embeddings.changes import ChangeRef, document_change_hook, record_document_changes
+    from core.errors import Invalid
+
+    svc = emb_services
+    write_doc(svc, T, "old", "An earlier note about the renewal.", source="crm")  # change 1
+    drain(svc)
+    for doc_id, source in (("p1", "files"), ("p2", "crm"), ("p3", "files")):
+        write_doc(svc, T, doc_id, f"Page document {doc_id} about the onboarding plan.", source=source, record=False)
+    svc.store.delete("documents", T, "old")
+    hook = document_change_hook(svc.store)
+    hook(T, [("p1", "upsert", "files", "alpha"), ("p2", "upsert", None, None), ("p3", "upsert", None, None),
+             ("old", "delete", None, None)])
+    changes = svc.store.query("doc_changes", T, order_by="seq")
+    assert [(c["seq"], c["documentId"], c["op"], c["source"]) for c in changes] == [
+        (1, "old", "upsert", "crm"), (2, "p1", "upsert", "files"), (3, "p2", "upsert", "crm"),
+        (4, "p3", "upsert", "files"), (5, "old", "delete", "crm")]
+    assert {c["project"] for c in changes[1:4]} == {"alpha"}
+    backlog = {s.source: s.backlog for s in svc.embeddings.source_stats(SYSTEM, T)}
+    assert backlog == {"crm": 2, "files": 2}  # crm: three recorded, the first one processed
+    with pytest.raises(Invalid, match="unknown change operation"):  # nothing of a bad page is recorded
+        record_document_changes(svc.store, T, [ChangeRef("p1", "upsert"), ChangeRef("p2", "touch")])
+    assert len(svc.store.query("doc_changes", T)) == 5
+    drain(svc)
+    assert {d for d in ("p1", "p2", "p3") if chunks_of(svc, d)} == {"p1", "p2", "p3"} and chunks_of(svc, "old") == []

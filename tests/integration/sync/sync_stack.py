@@ -19,6 +19,7 @@ from core.services.access import SYSTEM
 from core.services.integrations import IntegrationsService
 from core.services.sync_engine import SyncEngine
 from jobs.runner import Worker
+from tests.fakes.change_hook import collect_changes
 from tests.fakes.vendors.hubspot import FakeHubSpot
 
 TENANT = "t-sync"
@@ -58,14 +59,15 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     changes: list[tuple[str, str, str]] = []
-    services = build(load_settings(data_dir=tmp_path / "var"), on_document_changed=lambda *a: changes.append(a))
+    services = build(load_settings(data_dir=tmp_path / "var"),
+                            on_document_changed=collect_changes(changes))
     # Fast retries so a dead server fails an attempt in well under a second.
     fast = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.05)
 
     def factory(provider: str, config: dict[str, Any], creds: dict[str, Any], token_store: Any) -> Any:
         return build_connector(provider, config, creds, token_store, http_timeout=3.0, retry=fast)
 
-    engine = SyncEngine(services.store, factory, services.box, lambda *a: changes.append(a), audit=services.audit)
+    engine = SyncEngine(services.store, factory, services.box, collect_changes(changes), audit=services.audit)
     services.overrides["sync_engine"] = engine
     migrate(services)
     services.tenants.create(SYSTEM, TENANT, "Sync tenant", reason="test")

@@ -63,7 +63,7 @@ def sync(tmp: Path, overlap: bool, full: bool) -> tuple[dict[str, Any], dict[str
     box = SecretBox(Fernet.generate_key())
     changes: list[tuple[str, str]] = []
     engine = SyncEngine(store, lambda *a, **k: PagedConnector({}, {}), box,
-                        lambda t, d, op: changes.append((d, op)), overlap_writes=overlap)
+                        lambda t, refs: changes.extend((r[0], r[1]) for r in refs), overlap_writes=overlap)
     conn = store.create("connections", new_connection(T, "paged", "Paged", credentials_sealed=box.seal("{}"),
                                                       connection_id="conn-pipe"))
     run = engine.execute(T, engine.create_run(conn, {"type": "schedule"}, full=full)["id"])

@@ -18,6 +18,7 @@ from core.crypto import SecretBox
 from core.schema import CONTAINERS
 from core.services.access import SYSTEM
 from core.services.sync_engine import SyncEngine, new_connection, record_id
+from tests.fakes.change_hook import collect_changes
 from tests.fakes.vendors.hubspot import FakeHubSpot
 from tests.integration.sync.sync_stack import TENANT, Stack, hubspot_connection
 from tests.unit.sync.sync_fakes import ScriptedConnector, rows
@@ -305,7 +306,7 @@ def test_sweep_on_a_store_with_only_the_contract(tmp_path: Path) -> None:
     script: dict[str, Any] = {"rows": {"accounts": rows("A", 8), "files": rows("F", 5, text="x")}}
     changes: list[tuple[str, str, str]] = []
     engine = SyncEngine(store, lambda p, c, cr, ts: ScriptedConnector(c, cr, token_store=ts, script=script), box,
-                        lambda *a: changes.append(a))
+                        collect_changes(changes))
     assert engine._query_fields is None and engine._delete_many is None  # the fallbacks are what runs
     conn = store.create("connections", new_connection("t1", "scripted", "Scripted", credentials_sealed=box.seal("{}"),
                                                       enabled_streams=["accounts", "files"]))

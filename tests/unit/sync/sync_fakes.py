@@ -14,6 +14,7 @@ from core.crypto import SecretBox
 from core.errors import ConfigError, TransientError
 from core.schema import CONTAINERS
 from core.services.sync_engine import SyncEngine, new_connection
+from tests.fakes.change_hook import collect_changes
 
 
 class ScriptedConnector(Connector):
@@ -101,7 +102,7 @@ class Env:
                 config, creds, token_store=token_store, script=self.script
             ),
             self.box,
-            lambda t, d, op: self.changes.append((t, d, op)),
+            collect_changes(self.changes),
             on_auto_pause=lambda conn, reason: self.paused.append((conn["id"], reason)),
         )
 
