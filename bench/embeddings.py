@@ -425,13 +425,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="embedding benchmarks")
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--only", choices=["pipeline", "search", "page"], default=None)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="pipeline rounds (raw, pipeline, raw each); the median round is reported")
     ap.add_argument("--search-sizes", default="100000,1000000",
                     help="vector counts for the search benchmark (full run), comma-separated")
     ap.add_argument("--search-kinds", default="filtered,unfiltered",
                     help="which search cases to run: filtered (one tenant+project), unfiltered (fan-out)")
     args = ap.parse_args()
     if args.only in (None, "pipeline"):
-        bench_pipeline(1000 if args.quick else 20_000)
+        bench_pipeline(1000 if args.quick else 20_000, rounds=max(1, args.rounds))
     if args.only in (None, "search"):
         if args.quick:
             bench_search([20_000, 50_000], 100, 1500)
