@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import streamlit as st
@@ -25,9 +26,16 @@ _LINK_TEXT = r".*#(.+)$"
 def cell_url(cell: Cell | None) -> str | None:
     if cell is None or cell.link is None:
         return None
-    # A bare "%" after the "#" makes the URL unparseable and the grid shows it raw: use the full-width sign.
-    text = cell.text.replace("%", "\uff05")
-    return f"{cell.link}#{STATUS_MARK.get(cell.status, '')} {text}".replace("# ", "#", 1)
+    return link_with_text(cell.link, f"{STATUS_MARK.get(cell.status, '')} {cell.text}".lstrip())
+
+
+def link_with_text(url: str, text: str) -> str:
+    """``url`` carrying the text a LinkColumn with ``_LINK_TEXT`` shows for it.
+
+    The grid shows decodeURIComponent of what follows the last "#" (with "+" read as a space), so the
+    text goes in percent-encoded: a bare "%" would not decode and the grid would show the whole URL.
+    """
+    return f"{url}#{quote(text, safe=' ')}"
 
 
 def filter_rows(rows: Sequence[TenantRow], search: str = "", show: str = FILTERS[0]) -> list[TenantRow]:
@@ -93,12 +101,12 @@ def alert_feed_frame(alerts: Iterable[dict[str, Any]], limit: int = 15) -> pd.Da
         link = a.get("link") or "alerts"
         rows.append({
             "severity": f"{mark} {a.get('severity', '')}",
-            "alert": f"./alerts?tenant={tenant}&alert={a['id']}#{a['title']}",
+            "alert": link_with_text(f"./alerts?tenant={tenant}&alert={a['id']}", a["title"]),
             "tenant": tenant,
             "subject": a.get("subjectLabel") or a.get("subject") or "",
             "since": a.get("openedAt", "")[:16].replace("T", " "),
             "status": a["status"] + (" · silenced" if a.get("silencedUntil") else ""),
-            "open": f"./{link}#open" if not link.startswith(("./", "http")) else f"{link}#open",
+            "open": link_with_text(link if link.startswith(("./", "http")) else f"./{link}", "open"),
         })
     return pd.DataFrame(rows, columns=["severity", "alert", "tenant", "subject", "since", "status", "open"])
 

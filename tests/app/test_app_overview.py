@@ -84,3 +84,18 @@ def test_empty_platform_renders(app_env, services, principals):
 
 def test_support_cannot_open_it(app_env, services, principals):
     assert not_authorised(open_page("overview", principals["support"]))
+
+
+def test_link_cells_carry_text_the_grid_can_decode() -> None:
+    """The grid shows decodeURIComponent of what follows the last '#' ('+' read as a space); a bare '%' used
+    to be swapped for a full-width sign, which fonts without CJK glyphs drew as a box."""
+    import re
+    from urllib.parse import unquote
+
+    from app.components.overview_view import _LINK_TEXT, link_with_text
+
+    text = "🟠 99.5% · +3 since #2"
+    url = link_with_text("./embedding_jobs?tenant=t1", text)
+    shown = re.match(_LINK_TEXT, url, re.S)
+    assert shown is not None and unquote(shown.group(1).replace("+", "%20")) == text
+    assert url.startswith("./embedding_jobs?tenant=t1#")
