@@ -46,7 +46,8 @@ declare -A NEED_CMD=(
   [chromium]=chromium
   [pdftoppm]=poppler-utils
 )
-NEED_PKG=(libreoffice-writer-nogui libreoffice-impress-nogui fonts-dejavu-core)
+# fonts-noto-color-emoji: the status marks in the console's tables, so e2e screenshots show them, not boxes
+NEED_PKG=(libreoffice-writer-nogui libreoffice-impress-nogui fonts-dejavu-core fonts-noto-color-emoji)
 
 missing=()
 for cmd in "${!NEED_CMD[@]}"; do
@@ -57,7 +58,7 @@ for pkg in "${NEED_PKG[@]}"; do
 done
 
 if [ "${#missing[@]}" = 0 ]; then
-  say "system packages present: chromium, LibreOffice (writer, impress), poppler-utils, fonts-dejavu-core"
+  say "system packages present: chromium, LibreOffice (writer, impress), poppler-utils, fonts (DejaVu, Noto emoji)"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   say "installing system packages: ${missing[*]}"
   apt_install "${missing[@]}"
