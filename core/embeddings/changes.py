@@ -100,7 +100,7 @@ def record_document_change(
     return record_document_changes(store, tenant_id, [ChangeRef(document_id, op, source, project)], at)[0]
 
 
-def record_document_changes(store: DocumentStore, tenant_id: str, refs: Sequence[ChangeRef],
+def record_document_changes(store: DocumentStore, tenant_id: str, refs: Sequence[ChangeRef | RefTuple],
                             at: datetime | None = None) -> list[Doc]:
     """Record many changes at once (a synced page): one counter step takes all their numbers, one write
     stores them, and each source's counter moves once. Returns the changes in order.
@@ -109,22 +109,22 @@ def record_document_changes(store: DocumentStore, tenant_id: str, refs: Sequence
     pipeline waits out for ``GAP_GRACE_SECONDS`` as it does for a single change (the reconcile sweep
     finds the documents again).
     """
-    refs = [ChangeRef(*r) for r in refs]
-    for r in refs:
+    given = [ChangeRef(*r) for r in refs]
+    for r in given:
         if r.op not in OPS:
             raise Invalid(f"unknown change operation {r.op!r}; use one of {OPS}")
-    if not refs:
+    if not given:
         return []
-    refs = _with_sources(store, tenant_id, refs)
-    last = int(store.increment(STATE, tenant_id, "seq", {"value": len(refs)}, base={"kind": "seq"})["value"])
+    filled = _with_sources(store, tenant_id, given)
+    last = int(store.increment(STATE, tenant_id, "seq", {"value": len(filled)}, base={"kind": "seq"})["value"])
     created = clock.iso(at)
     changes = [
         {"id": change_id(seq), "tenantId": tenant_id, "seq": seq, "documentId": r.document_id, "op": r.op,
          "source": r.source, "project": r.project, "status": "pending", "attempts": 0, "createdAt": created}
-        for seq, r in enumerate(refs, start=last - len(refs) + 1)
+        for seq, r in enumerate(filled, start=last - len(filled) + 1)
     ]
     store.create_many(CHANGES, changes)
-    for source, n in Counter(str(r.source) for r in refs).items():
+    for source, n in Counter(str(r.source) for r in filled).items():
         store.increment(STATE, tenant_id, stats_id(source), {"recorded": n}, base={"kind": "stats", "source": source})
     return changes
 
@@ -159,7 +159,7 @@ def document_change_hook(store: DocumentStore) -> Callable[[str, Sequence[RefTup
     engine calls once per page it stored."""
 
     def hook(tenant_id: str, refs: Sequence[RefTuple]) -> None:
-        record_document_changes(store, tenant_id, [ChangeRef(*r) for r in refs])
+        record_document_changes(store, tenant_id, refs)
 
     return hook
 
