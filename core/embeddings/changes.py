@@ -65,8 +65,13 @@ def state_with_prefix(store: DocumentStore, tenant_id: str, prefix: str, kind: s
     them) and has no index on ``kind``; an id range is a primary-key range scan in every backend, so
     the screen's few counters cost the same at any corpus size.
     """
-    rows = store.query(STATE, tenant_id, [Cond("id", ">=", prefix), Cond("id", "<", prefix + "\U0010ffff")])
+    rows = store.query(STATE, tenant_id, id_prefix(prefix))
     return [r for r in rows if r.get("kind") == kind]
+
+
+def id_prefix(prefix: str) -> list[Cond]:
+    """Conditions for the ids that start with ``prefix``: a primary-key range in every backend."""
+    return [Cond("id", ">=", prefix), Cond("id", "<", prefix + "\U0010ffff")]
 
 
 def stats_rows(store: DocumentStore, tenant_id: str) -> list[Doc]:

@@ -30,6 +30,7 @@ from core.embeddings.changes import (
     DOCUMENTS,
     GAP_GRACE_SECONDS,
     STATE,
+    id_prefix,
     pending_changes,
     read_checkpoint,
     record_document_change,
@@ -95,7 +96,7 @@ def _live_state_ids(store: DocumentStore, tenant_id: str) -> list[str]:
     fields = getattr(store, "query_fields", None)
     if fields is None:
         return [s["id"][4:] for s in state_with_prefix(store, tenant_id, "doc:", "doc") if s.get("status") != "deleted"]
-    rows = fields(STATE, tenant_id, [Cond("id", ">=", "doc:"), Cond("id", "<", "doc:\U0010ffff")], ("kind", "status"))
+    rows = fields(STATE, tenant_id, id_prefix("doc:"), ("kind", "status"))
     return [i[4:] for i, (kind, status) in rows.items() if kind == "doc" and status != "deleted"]
 
 
