@@ -11,6 +11,7 @@ missing deployment, ``Invalid`` for a request the server refuses.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ class OpenAIEmbedder(Embedder):
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         timeout: float = 60.0,
+        concurrency: int = 4,
         client: Any = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -66,7 +68,10 @@ class OpenAIEmbedder(Embedder):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._sleep = sleep
+        # requests in flight at once from the pipeline: each mostly waits on the network (429s back off)
+        self.concurrency = concurrency
         self.requests = 0  # HTTP calls made, retries included (for tests and telemetry)
+        self._count_lock = threading.Lock()
         if client is not None:
             self._client = client
             return
@@ -130,7 +135,8 @@ class OpenAIEmbedder(Embedder):
         import openai
 
         def once() -> np.ndarray:
-            self.requests += 1
+            with self._count_lock:
+                self.requests += 1
             kwargs: dict[str, Any] = {"model": self.model, "input": batch}
             if self.dimensions:
                 kwargs["dimensions"] = self.dimensions

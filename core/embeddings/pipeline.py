@@ -72,7 +72,7 @@ ROLLUP_KIND = "embeddings"
 BUCKET_MINUTES = 5
 DEFAULT_MAX_ATTEMPTS = 5
 PREFETCH = 100  # documents read per query while chunking (bounded, since a document may be large)
-EMBED_AHEAD = 2  # batches handed to the embedder and not yet embedded: one running, one queued
+EMBED_AHEAD = 1  # batches handed to the embedder and queued beyond one per embedding thread
 BIG_DOCUMENT_CHARS = 1 << 20  # documents from this size are chunked as a stream, not with the others
 
 
@@ -202,6 +202,16 @@ class _Cycle:
         return {w.document_id for w in self.works}
 
 
+@dataclass
+class _Stages:
+    """A run's threads: ``embed`` (the embedder's concurrency), ``write`` (one, in order), and how many
+    batches may wait for the embedder at once (one running per embedding thread, plus ``EMBED_AHEAD``)."""
+
+    embed: ThreadPoolExecutor
+    write: ThreadPoolExecutor
+    max_ahead: int
+
+
 def _vec(p: _Pending) -> np.ndarray:
     assert p.vector is not None, "only embedded chunks are written"
     return p.vector
@@ -315,15 +325,17 @@ class EmbeddingPipeline:
         started = time.perf_counter()
         cycles: list[_Cycle] = []
         try:
-            # Three stages overlap: this thread reads and chunks documents, one thread embeds, another
-            # stores chunks and ends cycles. The embedder (Rust tokenizer, numpy pooling, or an HTTP
-            # call) and SQLite release the GIL, so chunking and store writes do not add to the
-            # embedder's time.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool, \
+            # Three stages overlap: this thread reads and chunks documents, ``embedder.concurrency``
+            # threads embed, another stores chunks and ends cycles. The embedder (Rust tokenizer, numpy
+            # pooling, or an HTTP call) and SQLite release the GIL, so chunking and store writes run
+            # beside the embedder.
+            workers = self._embed_workers(self.models_for(cfg))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool, \
                     ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-write") as writer:
+                stages = _Stages(pool, writer, workers + EMBED_AHEAD)
                 try:
                     self._run_cycles(tenant_id, cfg, cycles, max_cycles, max_changes or self.max_changes,
-                                     heartbeat, started, max_seconds, pool, writer)
+                                     heartbeat, started, max_seconds, stages)
                 finally:
                     wait_futures([c.end for c in cycles if c.end is not None])
             for c in cycles:  # the first cycle whose bookkeeping failed (the ones after it stored nothing)
@@ -334,9 +346,19 @@ class EmbeddingPipeline:
             self._release(tenant_id)
         return [c.result for c in cycles]
 
+    def _embed_workers(self, models: list[str]) -> int:
+        """Embedding calls to have running at once: the most any of the run's models' embedders takes."""
+        workers = 1
+        for model in models:
+            try:
+                workers = max(workers, self.embedder_for(model).concurrency)
+            except CastielError:  # an unknown model fails its batches, with the reason, when they are embedded
+                pass
+        return workers
+
     def _run_cycles(self, tenant_id: str, cfg: TenantConfig, cycles: list[_Cycle], max_cycles: int, limit: int,
                     heartbeat: Callable[[str], None] | None, started: float, max_seconds: float | None,
-                    pool: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
+                    stages: _Stages) -> None:
         checkpoint = read_checkpoint(self.store, tenant_id)
         models = self.models_for(cfg)
         for n in range(max_cycles):
@@ -358,8 +380,8 @@ class EmbeddingPipeline:
                 return
             if prev is not None and prev.end is not None and prev.document_ids & cycle.document_ids:
                 wait_futures([prev.end])  # its document states must be stored before these are read
-            self._process_batches(tenant_id, cfg, models, cycle, heartbeat, pool, writer)
-            cycle.end = writer.submit(self._end_cycle, tenant_id, models, cycle,
+            self._process_batches(tenant_id, cfg, models, cycle, heartbeat, stages)
+            cycle.end = stages.write.submit(self._end_cycle, tenant_id, models, cycle,
                                       prev.end if prev is not None else None)
             if cycle.fresh:
                 checkpoint = int(cycle.fresh[-1]["seq"])
@@ -387,13 +409,13 @@ class EmbeddingPipeline:
 
     # processing -------------------------------------------------------------------------
     def _process_batches(self, tenant_id: str, cfg: TenantConfig, models: list[str], cycle: _Cycle,
-                         heartbeat: Callable[[str], None] | None, pool: ThreadPoolExecutor,
-                         writer: ThreadPoolExecutor) -> None:
+                         heartbeat: Callable[[str], None] | None, stages: _Stages) -> None:
         """Read, chunk and hash the cycle's documents; hand each full batch to the embedder and the writer.
 
-        A batch goes to the embedding thread and at once to the writer, which waits for its vectors,
-        so the embedder always has the next batch queued. At most ``EMBED_AHEAD`` batches are waiting
-        for the embedder at a time, which bounds memory and keeps this thread from racing ahead.
+        A batch goes to the embedding threads and at once to the writer, which waits for its vectors,
+        so each embedding thread always has a batch and one more is queued. At most
+        ``stages.max_ahead`` batches wait for the embedder at a time, which bounds memory and keeps
+        this thread from racing ahead.
         """
         works, touched = cycle.works, cycle.touched
         pending: list[_Pending] = []
@@ -403,11 +425,11 @@ class EmbeddingPipeline:
         def flush(batch: list[_Pending]) -> None:
             if not batch:
                 return
-            while len(ahead) >= EMBED_AHEAD:
+            while len(ahead) >= stages.max_ahead:
                 ahead.popleft().wait()
-            nxt = self._start_batch(tenant_id, batch, pool)  # leaves out documents that failed already
+            nxt = self._start_batch(tenant_id, batch, stages.embed)  # leaves out documents that failed already
             ahead.append(nxt)
-            cycle.writes.append(writer.submit(self._write_batch, tenant_id, nxt, cycle.result, touched))
+            cycle.writes.append(stages.write.submit(self._write_batch, tenant_id, nxt, cycle.result, touched))
 
         for g in range(0, len(works), PREFETCH):
             group = works[g : g + PREFETCH]

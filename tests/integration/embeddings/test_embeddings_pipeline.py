@@ -237,6 +237,50 @@ def test_overlapped_batches_skip_a_failed_documents_later_chunks_and_batch_state
                                                                                  for i in range(5)}}
 
 
+def test_batches_are_embedded_as_concurrently_as_the_embedder_allows(emb_services, fake_embedders) -> None:
+    import threading
+
+    import numpy as np
+
+    from core.embeddings.embedder import l2_normalise
+    from core.embeddings.pipeline import decode_vector
+    from tests.fakes.openai_server import fake_embedding
+
+    svc, fake = emb_services, fake_embedders["fake"]
+    pipe = svc.embeddings.pipeline
+    pipe.batch_size = 2
+    pipe.backoff_seconds = 0.0
+    fake.concurrency = 2
+    fake.delay = 0.05
+    fake.poison = "POISON"
+    lock, running, most = threading.Lock(), [0], [0]
+    real_embed = fake.embed
+
+    def tracked(texts):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real_embed(texts)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    fake.embed = tracked
+    for i in range(12):
+        write_doc(svc, T, f"d{i:02d}", f"Document {i} about the renewal terms and the security review {i}."
+                  + (" POISON" if i == 5 else ""))
+    r = drain(svc)[0]
+    assert most[0] == 2  # two calls at once, never more than the embedder takes
+    assert r.failed == 1 and r.documents == 12
+    assert [f["documentId"] for f in svc.embeddings.failed_items(SYSTEM, T)] == ["d05"]
+    rows = [c for i in range(12) if i != 5 for c in chunks_of(svc, f"d{i:02d}")]
+    assert len(rows) == 11 and len({c["id"] for c in rows}) == 11
+    for c in rows:  # each chunk kept its own vector, whichever thread embedded it
+        want = l2_normalise(fake_embedding(c["text"], 16))[0]
+        assert np.allclose(decode_vector(c["vector"]), want, atol=1e-6)
+
+
 def test_screen_reads_use_id_ranges_and_merge_failed_and_dead(emb_services) -> None:
     from core.embeddings.changes import pending_changes, stats_rows
 
