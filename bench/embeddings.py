@@ -446,6 +446,7 @@ def bench_page(n_chunks: int) -> None:
           f"median {med:.0f} ms, max {max(times):.0f} ms over 5 renders")
     result(f"embeddings_page_render_{n_chunks // 1000}k_chunks", med, "ms", 300.0, "<300ms")
     svc.store.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # a 2M-chunk store is gigabytes
 
 
 def main() -> None:
@@ -453,7 +454,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--only", choices=["pipeline", "search", "page"], default=None)
     ap.add_argument("--rounds", type=int, default=3,
-                    help="pipeline rounds (raw, pipeline, raw each); the median round is reported")
+                    help="pipeline rounds (pipeline, then the raw embedder both ways); the median round is reported")
     ap.add_argument("--search-sizes", default="100000,1000000",
                     help="vector counts for the search benchmark (full run), comma-separated")
     ap.add_argument("--search-kinds", default="filtered,unfiltered",

@@ -352,8 +352,8 @@ class EmbeddingPipeline:
         for model in models:
             try:
                 workers = max(workers, self.embedder_for(model).concurrency)
-            except CastielError:  # an unknown model fails its batches, with the reason, when they are embedded
-                pass
+            except Exception:  # e.g. an unknown model: its batches fail with the reason when they are embedded
+                log.debug("no embedder for %s yet; one embedding call at a time", model, exc_info=True)
         return workers
 
     def _run_cycles(self, tenant_id: str, cfg: TenantConfig, cycles: list[_Cycle], max_cycles: int, limit: int,
