@@ -4,7 +4,8 @@ One cycle per tenant: take the tenant's pipeline lease (so two workers never int
 tenant's changes), read changes above the checkpoint in order (plus failed ones due for retry),
 keep the last change per document, then stream each document through decode -> chunk -> hash.
 Chunks whose hash the document already had keep their stored vector; the rest are embedded in
-batches across documents. A batch the embedder refuses is retried with backoff, then split per
+batches across documents, as many batches at once as the embedder takes (``Embedder.concurrency``),
+and stored in order by one writer thread. A batch the embedder refuses is retried with backoff, then split per
 document, so one bad document fails alone (recorded with its reason, retried with backoff up to
 ``max_attempts``, then dead-lettered) and the batch's other documents go through.
 
