@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 import streamlit as st
 
+from app.components.embedding_charts import backlog_chart, bar_minutes, outcome_chart, outcome_columns, timeline_columns
 from app.components.embedding_tiles import human_seconds, kpi_tiles
 from app.components.errors import handled
 from app.components.guard import page_context
 from app.components.tables import table_with_csv
-from core import clock
 from core.services.embeddings import Kpis
 
 # Tabs render lazily (only the open one runs), so each tab costs only when someone looks at it. Labels are
@@ -20,81 +19,6 @@ TAB_TRENDS, TAB_FAILED, TAB_JOBS, TAB_ACTIONS, TAB_PLAYGROUND = (
     "Sources and trends", "Failed items", "Jobs", "Actions", "Retrieval playground")
 JOB_STATUSES = ["all", "queued", "running", "succeeded", "failed", "dead", "cancelled"]
 ALL_SOURCES, CURRENT_MODEL, ALL_PROJECTS = "All sources", "(current)", "All projects"
-# Integer counts: without an explicit format Vega-Lite labels a flat series with decimals ("0.000000").
-COUNT_AXIS = {"format": ",d", "tickMinStep": 1}
-UTC_MINUTES = "utcyearmonthdatehoursminutes"
-CHART_HEIGHT, LEGEND_HEIGHT = 220, 46  # the legend row and its gap under the x axis
-
-
-def timeline_columns(timeline: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rollup rows as columns for the charts: UTC timestamps (buckets are UTC minutes) and integer counts."""
-    return {
-        "time": [f"{r['bucket']}:00Z" for r in timeline],
-        "processed": [int(r.get("processed") or 0) for r in timeline],
-        "failed": [int(r.get("failed") or 0) for r in timeline],
-        "backlog": [int(r.get("backlog") or 0) for r in timeline],
-    }
-
-
-def vega_datetime(at: datetime) -> dict[str, Any]:
-    # Vega-Lite's DateTime object; Streamlit's renderer drops a temporal domain given as epoch numbers
-    return {"year": at.year, "month": at.month, "date": at.day, "hours": at.hour, "minutes": at.minute,
-            "utc": True}
-
-
-def window_axis(hours: int) -> dict[str, Any]:
-    """The x axis spans the whole window in UTC, so a quiet stretch shows as a gap rather than a zoom.
-
-    It ends where the current bar ends (the next 5 minutes, or the next hour for hourly bars).
-    """
-    step = 60 if hours > 24 else 5
-    now = clock.now().replace(second=0, microsecond=0)
-    end = now - timedelta(minutes=(now.hour * 60 + now.minute) % step) + timedelta(minutes=step)
-    return {"field": "time", "type": "temporal", "title": "time (UTC)", "axis": {"format": "%a %H:%M"},
-            "scale": {"type": "utc", "domain": [vega_datetime(end - timedelta(hours=hours)), vega_datetime(end)]}}
-
-
-def outcome_chart(hours: int) -> dict[str, Any]:
-    """Stacked bars of documents processed and failed per 5 minutes (per hour for windows over a day).
-
-    A plain Vega-Lite spec: Vega folds the two columns and sums them per time bin in the browser, and the
-    server skips Altair's schema validation, which cost more than the rest of the page together.
-    """
-    unit = {"unit": "utcyearmonthdatehours"} if hours > 24 else {"unit": UTC_MINUTES, "step": 5}
-    return {
-        "height": CHART_HEIGHT + LEGEND_HEIGHT,  # plot as tall as the backlog chart's beside it
-        "transform": [{"fold": ["processed", "failed"], "as": ["outcome", "documents"]}],
-        "mark": {"type": "bar", "clip": True},
-        "encoding": {
-            "x": {**window_axis(hours), "timeUnit": unit},
-            "y": {"field": "documents", "type": "quantitative", "aggregate": "sum", "title": "documents",
-                  "axis": COUNT_AXIS},
-            "color": {"field": "outcome", "type": "nominal", "title": "outcome",
-                      "legend": {"orient": "bottom", "titleOrient": "left"},  # one row under the axis
-                      "scale": {"domain": ["processed", "failed"], "range": ["#2e7d32", "#c62828"]}},
-            "order": {"field": "outcome", "sort": "descending"},
-            "tooltip": [{"field": "time", "type": "temporal", "timeUnit": unit, "title": "from (UTC)"},
-                        {"field": "outcome", "type": "nominal"},
-                        {"field": "documents", "type": "quantitative", "aggregate": "sum", "format": ",d"}],
-        },
-    }
-
-
-def backlog_chart(hours: int) -> dict[str, Any]:
-    """Line of changes waiting at the end of each 5-minute bucket (points too, so one bucket still shows)."""
-    return {
-        "height": CHART_HEIGHT,
-        "mark": {"type": "line", "interpolate": "step-after", "color": "#3b5bdb", "point": True, "clip": True},
-        "encoding": {
-            "x": window_axis(hours),
-            "y": {"field": "backlog", "type": "quantitative", "title": "changes waiting", "axis": COUNT_AXIS,
-                  "scale": {"zero": True}},
-            "tooltip": [{"field": "time", "type": "temporal", "timeUnit": UTC_MINUTES, "title": "time (UTC)"},
-                        {"field": "backlog", "type": "quantitative", "format": ",d"}],
-        },
-    }
-
-
 def source_rows(stats: list[Any]) -> list[dict[str, Any]]:
     return [{"source": s.source, "documents": s.docs_total, "embedded": s.docs_embedded,
              "coverage %": None if s.coverage is None else round(s.coverage * 100, 1), "chunks": s.chunks,
@@ -112,12 +36,12 @@ def sources_and_trends(tenant_id: str, stats: list[Any]) -> None:
     if not timeline:
         st.info("No pipeline activity in this window.", icon=":material/timeline:")
         return
-    data = timeline_columns(timeline)
     c1, c2 = st.columns(2)
-    c1.markdown(f"**Documents processed and failed** (per {'hour' if hours > 24 else '5 minutes'})")
-    c1.vega_lite_chart(data, outcome_chart(hours), width="stretch")
+    step = bar_minutes(hours)
+    c1.markdown(f"**Documents processed and failed** (per {'hour' if step == 60 else f'{step} minutes'})")
+    c1.vega_lite_chart(outcome_columns(timeline, hours), outcome_chart(hours), width="stretch")
     c2.markdown("**Backlog** (changes waiting)")
-    c2.vega_lite_chart(data, backlog_chart(hours), width="stretch")
+    c2.vega_lite_chart(timeline_columns(timeline), backlog_chart(hours), width="stretch")
 
 
 def failed_items(tenant_id: str) -> None:

@@ -57,6 +57,13 @@ def window(spec: dict) -> tuple[datetime, datetime]:
                  for d in spec["encoding"]["x"]["scale"]["domain"])
 
 
+def bar_span(columns: dict) -> list[timedelta]:
+    """The distinct lengths of the bars in a bar chart's data (from ``time`` to ``end``)."""
+    def parse(s: str) -> datetime:
+        return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return sorted({parse(e) - parse(t) for t, e in zip(columns["time"], columns["end"], strict=True)})
+
+
 def put_documents(services, tenant: str) -> None:
     for project, texts_ in DOCS.items():
         for i, text in enumerate(texts_):
@@ -109,22 +116,44 @@ def test_charts_count_documents_with_integer_axes(app_env, services, principals,
     assert bar_data["processed"] == [5] and bar_data["failed"] == [1] and line_data["backlog"] == [0]
     assert bar_data["time"][0].endswith(":00Z")  # buckets are UTC; the browser must not read them as local
     assert bars["transform"][0]["fold"] == ["processed", "failed"]
-    assert bars["encoding"]["y"]["aggregate"] == "sum"
     # counts get integer labels (a flat backlog of 0 used to be labelled "0.000000")
     for spec in (bars, line):
         assert spec["encoding"]["y"]["axis"]["format"] == ",d"
         assert spec["encoding"]["y"]["axis"]["tickMinStep"] == 1
-    assert bars["encoding"]["x"]["timeUnit"]["step"] == 5  # 5-minute bins for the default 24 h window
-    # the x axis spans the chosen window up to the end of the current bar; over a day the bars are hourly
+    # 15-minute bars for the default 24 h window (5-minute bars over a day were under a pixel wide), each
+    # drawn from its start to its end (a bar placed by a time unit alone was a few pixels, whatever its span)
+    assert bars["encoding"]["x2"] == {"field": "end"} and "per 15 minutes" in texts(at)
+    # a column from the stack's bottom to its top (a bar with both x ends is drawn as a thin Gantt bar)
+    assert bars["mark"]["type"] == "rect" and bars["encoding"]["y2"] == {"field": "top"}
+    assert bars["transform"][1]["stack"] == "documents"
+    assert bar_span(bar_data) == [timedelta(minutes=15)]
+    # the x axis spans the chosen window up to the end of the current bar; over three days the bars are hourly
     start, end = window(line)
-    assert end - start == timedelta(hours=24) and timedelta(0) < end - clock.now() <= timedelta(minutes=5)
-    assert window(bars) == (start, end)
+    assert end - start == timedelta(hours=24) and timedelta(0) < end - clock.now() <= timedelta(minutes=15)
+    assert end.minute % 15 == 0 and window(bars) == (start, end)
+    at.button_group(key="emb_window").set_value(6).run()
+    (bars, bar_data), (line, _) = charts(at)
+    assert bar_span(bar_data) == [timedelta(minutes=5)] and "per 5 minutes" in texts(at)
+    start, end = window(line)
+    assert end - start == timedelta(hours=6) and timedelta(0) < end - clock.now() <= timedelta(minutes=5)
     at.button_group(key="emb_window").set_value(72).run()
-    (bars, _), (line, _) = charts(at)
+    (bars, bar_data), (line, _) = charts(at)
     start, end = window(line)
     assert end - start == timedelta(hours=72) and end.minute == 0
-    assert bars["encoding"]["x"]["timeUnit"] == {"unit": "utcyearmonthdatehours"}
-    assert "per hour" in texts(at)
+    assert bar_span(bar_data) == [timedelta(hours=1)] and bar_data["time"][0].endswith(":00:00Z")
+    assert bar_data["processed"] == [5] and "per hour" in texts(at)
+
+
+def test_bars_sum_the_five_minute_rollups_they_span() -> None:
+    from app.components.embedding_charts import outcome_columns
+
+    rows = [{"bucket": "2026-11-22T21:55", "processed": 1, "failed": 0},
+            {"bucket": "2026-11-22T22:00", "processed": 2, "failed": 1},
+            {"bucket": "2026-11-22T22:10", "processed": 4, "failed": 0}]
+    bars = outcome_columns(rows, 24)
+    assert bars == {"time": ["2026-11-22T21:45:00Z", "2026-11-22T22:00:00Z"],
+                    "end": ["2026-11-22T22:00:00Z", "2026-11-22T22:15:00Z"], "processed": [1, 6], "failed": [0, 1]}
+    assert outcome_columns(rows, 72)["processed"] == [1, 6] and outcome_columns(rows, 6)["processed"] == [1, 2, 4]
 
 
 def test_tabs_are_deep_links(app_env, services, principals, two_tenants) -> None:
