@@ -34,8 +34,7 @@ def outcome_columns(timeline: list[dict[str, Any]], hours: int) -> dict[str, lis
     step = bar_minutes(hours)
     bins: dict[datetime, list[int]] = {}
     for r in timeline:
-        at = datetime.fromisoformat(r["bucket"]).replace(tzinfo=UTC)
-        start = at - timedelta(minutes=(at.hour * 60 + at.minute) % step)
+        start = bar_start(datetime.fromisoformat(r["bucket"]).replace(tzinfo=UTC), step)
         counts = bins.setdefault(start, [0, 0])
         counts[0] += int(r.get("processed") or 0)
         counts[1] += int(r.get("failed") or 0)
@@ -61,14 +60,19 @@ def bar_minutes(hours: int) -> int:
     return 5 if hours <= 6 else 15 if hours <= 24 else 60
 
 
+def bar_start(at: datetime, step: int) -> datetime:
+    """The start of the ``step``-minute bar holding ``at`` (bars start at whole multiples from midnight)."""
+    at = at.replace(second=0, microsecond=0)
+    return at - timedelta(minutes=(at.hour * 60 + at.minute) % step)
+
+
 def window_axis(hours: int) -> dict[str, Any]:
     """The x axis spans the whole window in UTC, so a quiet stretch shows as a gap rather than a zoom.
 
     It ends where the current bar ends (the next 5 or 15 minutes, or the next hour for hourly bars).
     """
     step = bar_minutes(hours)
-    now = clock.now().replace(second=0, microsecond=0)
-    end = now - timedelta(minutes=(now.hour * 60 + now.minute) % step) + timedelta(minutes=step)
+    end = bar_start(clock.now(), step) + timedelta(minutes=step)
     return {"field": "time", "type": "temporal", "title": "time (UTC)", "axis": {"format": "%a %H:%M"},
             "scale": {"type": "utc", "domain": [vega_datetime(end - timedelta(hours=hours)), vega_datetime(end)]}}
 
