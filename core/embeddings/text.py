@@ -15,6 +15,7 @@ from core.errors import Invalid
 _SAMPLE = 65_536
 # Control characters other than tab, newline, carriage return and form feed.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])  # the same characters, as bytes
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -44,7 +45,13 @@ def _binary_reason(sample: bytes) -> str | None:
 
 def _looks_binary(text: str) -> bool:
     sample = text[:_SAMPLE]
-    return bool(sample) and len(_CONTROL.findall(sample)) / len(sample) > 0.05
+    if not sample:
+        return False
+    if sample.isascii():  # most documents: count by deleting them from the bytes, ten times the regex's speed
+        controls = len(sample) - len(sample.encode("ascii").translate(None, _CONTROL_BYTES))
+    else:
+        controls = len(_CONTROL.findall(sample))
+    return controls / len(sample) > 0.05
 
 
 def _decode_bytes(raw: bytes) -> str:
