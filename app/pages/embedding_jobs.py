@@ -91,7 +91,8 @@ def actions(tenant_id: str, kpis: Kpis, stats: list[Any]) -> None:
     e = pending["est"]
     st.info(f"Re-embedding **{pending['source']}** with **{e['model']}**: {e['documents']:,} documents, "
             f"about {e['chunks']:,} chunks ({e['tokens']:,} tokens), roughly {human_seconds(e['seconds'])} "
-            f"at {e['rate_chunks_per_second']:,.0f} chunks/s, embedding cost ${e['cost_usd']:,.4f}. "
+            f"at {e['rate_chunks_per_second']:,.0f} chunks/s ({e['rate_basis']}), embedding cost "
+            f"${e['cost_usd']:,.4f}. "
             "Search keeps serving the current vectors until the new ones are complete.", icon=":material/info:")
     b1, b2, _ = st.columns([1, 1, 4])
     if b1.button("Confirm re-embed", key="emb_reembed_confirm", type="primary"):

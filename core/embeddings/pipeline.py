@@ -197,6 +197,7 @@ class _Cycle:
     touched: set[tuple[str, str]] = field(default_factory=set)
     writes: list[Future[None]] = field(default_factory=list)
     end: Future[None] | None = None
+    ended: float = 0.0  # perf_counter when its bookkeeping finished (on the writer thread)
 
     @property
     def document_ids(self) -> set[str]:
@@ -382,8 +383,7 @@ class EmbeddingPipeline:
             if prev is not None and prev.end is not None and prev.document_ids & cycle.document_ids:
                 wait_futures([prev.end])  # its document states must be stored before these are read
             self._process_batches(tenant_id, cfg, models, cycle, heartbeat, stages)
-            cycle.end = stages.write.submit(self._end_cycle, tenant_id, models, cycle,
-                                      prev.end if prev is not None else None)
+            cycle.end = stages.write.submit(self._end_cycle, tenant_id, models, cycle, prev)
             if cycle.fresh:
                 checkpoint = int(cycle.fresh[-1]["seq"])
 
@@ -475,8 +475,9 @@ class EmbeddingPipeline:
                 heartbeat(f"{min(g + PREFETCH, len(works))} of {len(works)} documents")
         flush(pending)
 
-    def _end_cycle(self, tenant_id: str, models: list[str], cycle: _Cycle, prev_end: Future[None] | None) -> None:
+    def _end_cycle(self, tenant_id: str, models: list[str], cycle: _Cycle, prev: _Cycle | None) -> None:
         """On the writer thread, after the cycle's chunk writes: stale chunks, index save, bookkeeping."""
+        prev_end = prev.end if prev is not None else None
         if prev_end is not None and prev_end.exception() is not None:  # done: the writer runs its tasks in order
             cycle.result.status = "aborted"
             raise CastielError("an earlier cycle's bookkeeping failed, so this cycle stored no progress")
@@ -487,8 +488,12 @@ class EmbeddingPipeline:
                 self._complete_document(tenant_id, w, models)
         for model in {pm.split("\x00", 1)[0] for _, pm in cycle.touched}:
             self.indexes.index(model).save()
-        self._finish(tenant_id, models, cycle.works, cycle.fresh, cycle.due, cycle.result, cycle.now)
-        cycle.result.seconds = time.perf_counter() - cycle.started
+        # Busy time for the rollups (what re-embed estimates divide by): from the cycle's start, or from
+        # the previous cycle's end where they overlapped, so a drain's cycles add up to its wall time.
+        busy = time.perf_counter() - max(cycle.started, prev.ended if prev is not None else 0.0)
+        self._finish(tenant_id, models, cycle.works, cycle.fresh, cycle.due, cycle.result, cycle.now, busy)
+        cycle.ended = time.perf_counter()
+        cycle.result.seconds = cycle.ended - cycle.started
 
     def _prefetch(self, tenant_id: str, works: list[_DocWork]) -> None:
         """Read the next documents and their states in two queries instead of two reads per document."""
@@ -728,7 +733,7 @@ class EmbeddingPipeline:
 
     # bookkeeping ------------------------------------------------------------------------
     def _finish(self, tenant_id: str, models: list[str], works: list[_DocWork], fresh: list[Doc], due: list[Doc],
-                result: CycleResult, now: datetime) -> None:
+                result: CycleResult, now: datetime, busy_seconds: float) -> None:
         at = clock.iso(now)
         active = models[0]
         deltas: dict[str, dict[str, float]] = {}
@@ -857,7 +862,8 @@ class EmbeddingPipeline:
         stats = stats_rows(self.store, tenant_id)
         backlog = sum(max(0, int(x.get("recorded") or 0) - int(x.get("completed") or 0)) for x in stats)
         counts = {"processed": result.documents - result.failed, "failed": result.failed,
-                  "chunks": result.chunks_embedded, "reused": result.chunks_reused, "cycles": 1}
+                  "chunks": result.chunks_embedded, "reused": result.chunks_reused, "cycles": 1,
+                  "busyMs": round(busy_seconds * 1000)}
 
         def roll(doc: Doc | None) -> Doc:
             doc = doc or {"kind": ROLLUP_KIND, "bucket": bucket}

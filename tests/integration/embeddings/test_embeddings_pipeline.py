@@ -361,11 +361,11 @@ def test_back_to_back_cycles_overlap_but_store_progress_in_order(emb_services, f
     calls = []
     real_finish = pl.EmbeddingPipeline._finish
 
-    def failing_finish(self, tenant_id, models, works, fresh, due, result, now):
+    def failing_finish(self, tenant_id, models, works, *rest):
         calls.append([w.document_id for w in works])
         if len(calls) == 2:
             raise RuntimeError("the store went away")
-        return real_finish(self, tenant_id, models, works, fresh, due, result, now)
+        return real_finish(self, tenant_id, models, works, *rest)
 
     monkeypatch.setattr(pl.EmbeddingPipeline, "_finish", failing_finish)
     with pytest.raises(RuntimeError, match="went away"):
@@ -409,3 +409,34 @@ def test_a_page_of_changes_is_recorded_in_one_go_with_its_sources(emb_services) 
     assert len(svc.store.query("doc_changes", T)) == 5
     drain(svc)
     assert {d for d in ("p1", "p2", "p3") if chunks_of(svc, d)} == {"p1", "p2", "p3"} and chunks_of(svc, "old") == []
+
+
+def test_reembed_estimate_goes_by_the_pipelines_measured_rate(emb_services, fake_embedders, monkeypatch) -> None:
+    """Cycles record their busy time in the rollups, overlapping cycles counted once; a re-embed estimate
+    with the active model divides by that measured rate, one with another model by a sampled one."""
+    import time
+
+    from core.services import embeddings as emb_mod
+
+    svc, fake = emb_services, fake_embedders["fake"]
+    monkeypatch.setattr(emb_mod, "RATE_MIN_CHUNKS", 5)
+    svc.embeddings.pipeline.max_changes = 4
+    svc.embeddings.pipeline.batch_size = 2
+    fake.delay = 0.05
+    for i in range(12):
+        write_doc(svc, T, f"d{i}", f"Note {i} about the renewal, the security review and the pricing.")
+    t0 = time.perf_counter()
+    results = drain(svc)
+    wall = time.perf_counter() - t0
+    assert sum(r.status == "ok" for r in results) >= 3  # several cycles, overlapping
+    rolls = svc.embeddings.timeline(SYSTEM, T)
+    busy = sum(int(r["busyMs"]) for r in rolls) / 1000
+    chunks = sum(int(r["chunks"]) for r in rolls)
+    assert chunks == 12
+    assert len(fake.batches) * 0.05 <= busy <= wall + 0.01
+    est = svc.embeddings.estimate_reembed(SYSTEM, T)
+    assert est.rate_basis.startswith("measured: 12 chunks in")
+    assert est.rate_chunks_per_second == pytest.approx(chunks / busy, rel=0.01)
+    assert est.seconds == pytest.approx(est.chunks / est.rate_chunks_per_second)
+    other = svc.embeddings.estimate_reembed(SYSTEM, T, model="fake-new")
+    assert other.rate_basis.startswith("sampled") and other.rate_chunks_per_second > 0
