@@ -213,6 +213,7 @@ def test_pause_and_reembed_with_estimate(app_env, services, principals, two_tena
     at.text_input(key="emb_reembed_reason").input("try the smaller model")
     at.button(key="FormSubmitter:emb_reembed_form-Estimate re-embed").click().run()
     assert "about 5 chunks" in texts(at) and "wordllama" in texts(at)
+    assert "sampled from the embedder" in texts(at)  # another model: no pipeline history with it to go by
     assert not services.embeddings.jobs(SYSTEM, two_tenants[0])  # nothing queued before confirming
     at.button(key="emb_reembed_confirm").click().run()
     jobs = services.embeddings.jobs(SYSTEM, two_tenants[0])
