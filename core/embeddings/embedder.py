@@ -42,7 +42,7 @@ class Embedder(abc.ABC):
     max_batch: int = 256  # texts per call the pipeline hands over at once
     max_input_tokens: int = 8192  # longer inputs are truncated by the embedder
     # embedding calls the pipeline keeps running at once (from as many threads): above one where a call
-    # leaves the machine partly idle, e.g. waiting on the network or pooling on one core
+    # leaves the machine partly idle, e.g. waiting on the network
     concurrency: int = 1
     cost_per_million_tokens: float = 0.0  # USD, for re-embed estimates; 0 for local models
 
