@@ -10,6 +10,8 @@ missing deployment, ``Invalid`` for a request the server refuses.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 import threading
 from collections.abc import Callable, Sequence
@@ -20,7 +22,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from core.adapters.openai_errors import castiel_error
 from core.embeddings.embedder import Embedder, l2_normalise
-from core.embeddings.tokens import estimate_tokens, truncate_to_tokens
+from core.embeddings.tokens import estimate_tokens, estimate_tokens_many, truncate_to_tokens
 from core.errors import ConfigError, Invalid, TransientError
 
 # Native output sizes and list prices (USD per million input tokens) of OpenAI's embedding models.
@@ -29,6 +31,18 @@ KNOWN_MODELS: dict[str, tuple[int, float]] = {
     "text-embedding-3-large": (3072, 0.13),
     "text-embedding-ada-002": (1536, 0.10),
 }
+
+
+def _matrix(embeddings: list[Any]) -> np.ndarray:
+    """Rows from base64 little-endian float32 strings, or from float lists (servers that ignore the format)."""
+    try:
+        if all(isinstance(e, str) for e in embeddings):
+            rows = [np.frombuffer(base64.b64decode(e, validate=True), dtype="<f4") for e in embeddings]
+        else:
+            rows = [np.asarray(e, dtype=np.float32) for e in embeddings]
+        return np.stack(rows).astype(np.float32, copy=False)
+    except (ValueError, TypeError, binascii.Error) as e:  # ragged rows, bad base64, odd byte counts
+        raise TransientError(f"embedding service answered malformed vectors ({e})") from e
 
 
 class OpenAIEmbedder(Embedder):
@@ -100,12 +114,13 @@ class OpenAIEmbedder(Embedder):
         return f"{self.name}@{self.version}"
 
     # batching ---------------------------------------------------------------------------
-    def _batches(self, texts: list[str]) -> list[list[str]]:
+    def _batches(self, texts: list[str], counts: list[int]) -> list[list[str]]:
+        """Requests of at most ``max_batch`` inputs and ``max_request_tokens`` (estimated) each."""
         batches: list[list[str]] = []
         current: list[str] = []
         tokens = 0
-        for t in texts:
-            n = max(1, estimate_tokens(t))
+        for t, n in zip(texts, counts, strict=True):
+            n = max(1, n)
             if current and (len(current) >= self.max_batch or tokens + n > self.max_request_tokens):
                 batches.append(current)
                 current, tokens = [], 0
@@ -115,12 +130,16 @@ class OpenAIEmbedder(Embedder):
             batches.append(current)
         return batches
 
-    def _prepare(self, text: str) -> str:
+    def _prepare(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+        """Texts as sent, and their estimated tokens: counted in one pass, each cut to the input limit."""
         # The API rejects empty strings; a single space embeds as "no content".
-        text = text if text.strip() else " "
-        if estimate_tokens(text) > self.max_input_tokens:
-            text = truncate_to_tokens(text, self.max_input_tokens)
-        return text
+        prepared = [t if t.strip() else " " for t in texts]
+        counts = estimate_tokens_many(prepared)
+        for i, n in enumerate(counts):
+            if n > self.max_input_tokens:
+                prepared[i] = truncate_to_tokens(prepared[i], self.max_input_tokens)
+                counts[i] = estimate_tokens(prepared[i])
+        return prepared, counts
 
     # calls ------------------------------------------------------------------------------
     def _wait(self, state: RetryCallState) -> float:
@@ -137,7 +156,9 @@ class OpenAIEmbedder(Embedder):
         def once() -> np.ndarray:
             with self._count_lock:
                 self.requests += 1
-            kwargs: dict[str, Any] = {"model": self.model, "input": batch}
+            # base64 asked for explicitly: the SDK then hands over the strings as they came, instead of
+            # turning each vector into a list of Python floats that is turned back into an array here
+            kwargs: dict[str, Any] = {"model": self.model, "input": batch, "encoding_format": "base64"}
             if self.dimensions:
                 kwargs["dimensions"] = self.dimensions
             try:
@@ -150,7 +171,7 @@ class OpenAIEmbedder(Embedder):
             rows = sorted(resp.data, key=lambda d: d.index)
             if len(rows) != len(batch):
                 raise TransientError(f"embedding service answered {len(rows)} vectors for {len(batch)} inputs")
-            return np.asarray([r.embedding for r in rows], dtype=np.float32)
+            return _matrix([r.embedding for r in rows])
 
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),
@@ -163,10 +184,9 @@ class OpenAIEmbedder(Embedder):
         return retrying(once)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        prepared = [self._prepare(t) for t in texts]
-        if not prepared:
+        if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        parts = [self._call(b) for b in self._batches(prepared)]
+        parts = [self._call(b) for b in self._batches(*self._prepare(texts))]
         vectors = np.concatenate(parts, axis=0)
         if not self.dim:
             self.dim = int(vectors.shape[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -15,11 +16,11 @@ import numpy as np
 import pytest
 
 from core import clock
-from core.adapters.openai_embedder import OpenAIEmbedder
+from core.adapters.openai_embedder import OpenAIEmbedder, _matrix
 from core.adapters.store import Cond
-from core.errors import ConfigError, RateLimited
+from core.errors import ConfigError, RateLimited, TransientError
 from core.services.access import SYSTEM
-from tests.fakes.openai_server import OpenAIFakeServer
+from tests.fakes.openai_server import OpenAIFakeServer, fake_embedding
 from tests.integration.embeddings.conftest import make_services, write_doc
 from tests.integration.embeddings.embedding_fakes import CountingEmbedder
 
@@ -93,12 +94,23 @@ def test_openai_batches_by_count_and_tokens(server: OpenAIFakeServer) -> None:
     sizes = [len(b["input"]) for b in server.embedding_requests()]
     assert v.shape == (10, 32) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert sum(sizes) == 10 and max(sizes) <= 4 and len(sizes) >= 3
-    assert all(b["dimensions"] == 32 for b in server.embedding_requests())
-    # same text, same vector as the server's; long input is truncated, empty input still answered
+    assert all(b["dimensions"] == 32 and b["encoding_format"] == "base64" for b in server.embedding_requests())
+    # same text, same vector as the server's (sent as base64 float32); long input is truncated, empty answered
+    assert np.allclose(v, np.stack([fake_embedding(t, 32) for t in texts]), atol=1e-6)
     long = "word " * 20_000
     out = e.embed(["", long])
     assert out.shape == (2, 32)
     assert len(server.embedding_requests()[-1]["input"][-1].split()) <= e.max_input_tokens  # truncated
+
+
+def test_openai_vectors_read_from_base64_or_float_lists() -> None:
+    rows = np.arange(6, dtype="<f4").reshape(2, 3)
+    as_b64 = [base64.b64encode(r.tobytes()).decode() for r in rows]
+    assert np.array_equal(_matrix(as_b64), rows)
+    assert np.array_equal(_matrix([r.tolist() for r in rows]), rows)  # a server that ignores encoding_format
+    for bad in ([as_b64[0], as_b64[0][:-4]], [[1.0, 2.0], [1.0]], ["not base64!"]):
+        with pytest.raises(TransientError, match="malformed vectors"):
+            _matrix(bad)
 
 
 def test_openai_backs_off_on_429_and_honours_retry_after(server: OpenAIFakeServer) -> None:
