@@ -11,7 +11,13 @@ Driven by the real openai SDK (OpenAI with ``base_url`` and AzureOpenAI with ``a
         srv.requests                                  # what was asked: [(path, json body), ...]
 
 Embeddings are deterministic bag-of-words vectors (hashed word counts), so texts sharing words
-are close: retrieval tests can assert on ranking without a real model.
+are close: retrieval tests can assert on ranking without a real model. ``word_vectors=False`` gives
+each text a random unit vector seeded by its hash instead, a fraction of the CPU per text, for
+benchmarks that stand the server in for a remote API whose compute happens elsewhere.
+
+Run on its own (benchmarks put it in another process, as a remote API would be):
+
+    python -m tests.fakes.openai_server --latency 0.25 --random-vectors   # prints "port <n>", serves until stdin closes
 """
 
 from __future__ import annotations
@@ -45,6 +51,13 @@ def fake_embedding(text: str, dim: int) -> np.ndarray:
     return v / n if n else v
 
 
+def random_embedding(text: str, dim: int) -> np.ndarray:
+    """A unit vector seeded by the text's hash: deterministic, cheap, and unrelated to the text's meaning."""
+    seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.float32(np.linalg.norm(v))
+
+
 def _default_chat(body: dict[str, Any]) -> str:
     messages = body.get("messages") or []
     last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
@@ -57,12 +70,15 @@ def _default_chat(body: dict[str, Any]) -> str:
 class OpenAIFakeServer:
     """Threaded HTTP server on 127.0.0.1 speaking the OpenAI embeddings and chat shapes."""
 
-    def __init__(self, api_key: str | None = "sk-test", default_dim: int = 64) -> None:
+    def __init__(self, api_key: str | None = "sk-test", default_dim: int = 64, *, latency_seconds: float = 0.0,
+                 word_vectors: bool = True, keep_requests: bool = True) -> None:
         self.api_key = api_key
         self.default_dim = default_dim
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.keep_requests = keep_requests  # off for long benchmark runs: the bodies would pile up
         self.chat_responder: ChatResponder = _default_chat
-        self.latency_seconds = 0.0
+        self.latency_seconds = latency_seconds  # slept per request before answering, as a remote API takes
+        self.embed_text = fake_embedding if word_vectors else random_embedding
         self._lock = threading.Lock()
         self._rate_limited = 0
         self._retry_after: float | None = None
@@ -156,8 +172,9 @@ class OpenAIFakeServer:
             self._error(h, 400, "request body is not JSON", "invalid_request_error")
             return
         path = h.path.split("?", 1)[0]
-        with self._lock:
-            self.requests.append((path, body))
+        if self.keep_requests:
+            with self._lock:
+                self.requests.append((path, body))
         if self.api_key is not None:
             auth = h.headers.get("Authorization", "")
             key = auth.removeprefix("Bearer ").strip() or h.headers.get("api-key", "")
@@ -210,7 +227,7 @@ class OpenAIFakeServer:
         as_b64 = body.get("encoding_format") == "base64"
         data = []
         for i, text in enumerate(inputs):
-            vec = fake_embedding(text, dim)
+            vec = self.embed_text(text, dim)
             emb: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode() if as_b64 else vec.tolist()
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(len(_WORD.findall(x)) for x in inputs)
@@ -249,3 +266,26 @@ class OpenAIFakeServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
+
+
+def main() -> None:
+    """Serve on 127.0.0.1 in this process until stdin closes; the first line printed is ``port <n>``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--api-key", default="sk-test")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds slept per request")
+    parser.add_argument("--random-vectors", action="store_true", help="hash-seeded random vectors (cheap)")
+    args = parser.parse_args()
+    server = OpenAIFakeServer(args.api_key, latency_seconds=args.latency, word_vectors=not args.random_vectors,
+                              keep_requests=False).start()
+    print(f"port {server.port}", flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
