@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     llm_azure_api_version: str | None = None
     embedder: Literal["local", "openai"] = "local"
     embedding_model: str = "text-embedding-3-small"
+    # embedding requests the pipeline keeps in flight at once: lower it when the deployment's rate limit
+    # answers 429s, raise it when requests wait on the network and the quota has room
+    embedding_concurrency: int = Field(default=4, ge=1, le=32)
     mlflow_tracking_uri: str | None = None
     # Google Docs/Slides templates: a service account key (the JSON text) with Drive, Docs and Slides access,
     # optionally impersonating a Workspace user (domain-wide delegation).

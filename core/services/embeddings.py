@@ -171,6 +171,7 @@ def default_embedder_factories(settings: Any) -> dict[str, Callable[[], Embedder
                 settings.embedding_model, api_key=settings.llm_api_key.get_secret_value(),
                 base_url=None if azure else base, azure_endpoint=base if azure else None,
                 api_version=settings.llm_azure_api_version,
+                concurrency=settings.embedding_concurrency,
             )
 
         out["openai"] = openai_factory

@@ -18,8 +18,10 @@ import pytest
 from core import clock
 from core.adapters.openai_embedder import OpenAIEmbedder, _matrix
 from core.adapters.store import Cond
-from core.errors import ConfigError, RateLimited, TransientError
+from core.config import load_settings
+from core.errors import ConfigError, Invalid, RateLimited, TransientError
 from core.services.access import SYSTEM
+from core.services.embeddings import default_embedder_factories
 from tests.fakes.openai_server import OpenAIFakeServer, fake_embedding
 from tests.integration.embeddings.conftest import make_services, write_doc
 from tests.integration.embeddings.embedding_fakes import CountingEmbedder
@@ -111,6 +113,16 @@ def test_openai_vectors_read_from_base64_or_float_lists() -> None:
     for bad in ([as_b64[0], as_b64[0][:-4]], [[1.0, 2.0], [1.0]], ["not base64!"]):
         with pytest.raises(TransientError, match="malformed vectors"):
             _matrix(bad)
+
+
+def test_openai_embedder_from_settings_keeps_the_configured_requests_in_flight(server: OpenAIFakeServer) -> None:
+    settings = load_settings(embedder="openai", llm_api_key="sk-test", llm_base_url=server.base_url,
+                             embedding_model="text-embedding-3-small", embedding_concurrency=2)
+    e = default_embedder_factories(settings)["openai"]()
+    assert e.concurrency == 2 and e.embed(["renewal terms"]).shape == (1, 1536)
+    assert default_embedder_factories(load_settings(llm_api_key="sk-test"))["openai"]().concurrency == 4
+    with pytest.raises(Invalid, match="CASTIEL_EMBEDDING_CONCURRENCY"):
+        load_settings(embedding_concurrency=0)
 
 
 def test_openai_backs_off_on_429_and_honours_retry_after(server: OpenAIFakeServer) -> None:
