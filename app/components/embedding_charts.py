@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.components.time_axes import UTC_MINUTES
 from core import clock
 
 # Integer counts: without an explicit format Vega-Lite labels a flat series with decimals ("0.000000").
 COUNT_AXIS = {"format": ",d", "tickMinStep": 1}
-UTC_MINUTES = "utcyearmonthdatehoursminutes"
 CHART_HEIGHT, LEGEND_HEIGHT = 220, 46  # the legend row and its gap under the x axis
 
 

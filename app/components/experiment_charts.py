@@ -9,7 +9,10 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from app.components.time_axes import utc_times, utc_tooltip, utc_x
 from core.experiments.analysis import MetricResult
+
+DAY_TITLE = "cumulative to exposure day"
 
 
 def _finite(x: Any) -> float | None:
@@ -30,12 +33,13 @@ def metric_over_time(timeline: Sequence[dict[str, Any]], metric: str, label: str
     df = pd.DataFrame([r for r in rows if r["value"] is not None])
     if df.empty:
         return None
-    base = alt.Chart(df).encode(x=alt.X("day:T", title="exposure day (cumulative)"),
+    df["day"] = utc_times(df["day"])
+    base = alt.Chart(df).encode(x=utc_x("day", DAY_TITLE, days=True),
                                 color=alt.Color("variant:N", title="variant"))
     band = base.mark_area(opacity=0.18).encode(y=alt.Y("low:Q", title=label, scale=alt.Scale(zero=False)),
                                                y2="high:Q")
     line = base.mark_line(point=True).encode(
-        y="value:Q", tooltip=["day:T", "variant:N", alt.Tooltip("value:Q", format=".4g"),
+        y="value:Q", tooltip=[utc_tooltip("day", "day", days=True), "variant:N", alt.Tooltip("value:Q", format=".4g"),
                               alt.Tooltip("low:Q", format=".4g"), alt.Tooltip("high:Q", format=".4g"), "units:Q"])
     return (band + line).properties(height=260, title=f"{label} over time")
 
@@ -54,12 +58,14 @@ def difference_over_time(timeline: Sequence[dict[str, Any]], metric: str, label:
     df = pd.DataFrame([r for r in rows if r["low"] is not None and r["high"] is not None])
     if df.empty:
         return None
-    base = alt.Chart(df).encode(x=alt.X("day:T", title="exposure day (cumulative)"))
+    df["day"] = utc_times(df["day"])
+    base = alt.Chart(df).encode(x=utc_x("day", DAY_TITLE, days=True))
     band = base.mark_area(opacity=0.2).encode(
         y=alt.Y("low:Q", title=f"difference in {label}"), y2="high:Q",
         color=alt.Color("interval:N", title="interval"), detail="variant:N")
     line = base.mark_line().encode(y="difference:Q", detail="variant:N",
-                                   tooltip=["day:T", "variant:N", alt.Tooltip("difference:Q", format=".4g")])
+                                   tooltip=[utc_tooltip("day", "day", days=True), "variant:N",
+                                            alt.Tooltip("difference:Q", format=".4g")])
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
     return (band + line + zero).properties(height=220, title="Difference vs control, with intervals")
 

@@ -9,6 +9,7 @@ import streamlit as st
 from app.components.errors import handled
 from app.components.guard import page_context
 from app.components.tables import table_with_csv
+from app.components.time_axes import utc_times, utc_tooltip, utc_x
 from core.observability.telemetry import KINDS, timed
 from core.services.overview import WINDOWS, TelemetryService
 
@@ -46,13 +47,13 @@ kind_arg = None if kind == ALL else kind
 
 def percentile_chart(rows: list[dict]) -> alt.Chart:
     df = pd.DataFrame(rows)
-    df["time"] = pd.to_datetime(df["bucket"].str[:19])
+    df["time"] = utc_times(df["bucket"])
     long = df.melt(id_vars=["time"], value_vars=["p50_ms", "p95_ms", "p99_ms"], var_name="percentile",
                    value_name="ms").dropna()
     return alt.Chart(long).mark_line(point=len(df) < 60).encode(
-        x=alt.X("time:T", title=None), y=alt.Y("ms:Q", title="latency (ms)", scale=alt.Scale(type="log")),
+        x=utc_x("time"), y=alt.Y("ms:Q", title="latency (ms)", scale=alt.Scale(type="log")),
         color=alt.Color("percentile:N", sort=["p50_ms", "p95_ms", "p99_ms"]),
-        tooltip=["time:T", "percentile:N", alt.Tooltip("ms:Q", format=".0f")],
+        tooltip=[utc_tooltip("time"), "percentile:N", alt.Tooltip("ms:Q", format=".0f")],
     ).properties(height=280)
 
 
@@ -92,11 +93,11 @@ with timed("page.telemetry", ctx.tenant_id, kind="page"), handled():
         rows = svc.series(ctx.principal, ctx.tenant_id, window, kind_arg)
         if rows:
             df = pd.DataFrame(rows)
-            df["time"] = pd.to_datetime(df["bucket"].str[:19])
+            df["time"] = utc_times(df["bucket"])
             st.altair_chart(
                 alt.Chart(df).mark_area(opacity=0.6).encode(
-                    x=alt.X("time:T", title=None), y=alt.Y("error_rate:Q", title="error rate", axis=alt.Axis(
-                        format="%")), tooltip=["time:T", alt.Tooltip("error_rate:Q", format=".2%"), "count:Q"],
+                    x=utc_x("time"), y=alt.Y("error_rate:Q", title="error rate", axis=alt.Axis(format="%")),
+                    tooltip=[utc_tooltip("time"), alt.Tooltip("error_rate:Q", format=".2%"), "count:Q"],
                 ).properties(height=220), width="stretch",
             )
         table_with_csv(svc.error_kinds(ctx.principal, ctx.tenant_id, window), key="tel_errors",
@@ -133,6 +134,8 @@ with timed("page.telemetry", ctx.tenant_id, kind="page"), handled():
             )
             daily = pd.DataFrame([{"tenant": t.tenant_id, "day": d, "cost": c} for t in trend for d, c in t.daily])
             if not daily.empty:
+                daily["day"] = utc_times(daily["day"])
                 st.altair_chart(alt.Chart(daily).mark_line(point=True).encode(
-                    x=alt.X("day:T", title=None), y=alt.Y("cost:Q", title="cost per day (USD)"), color="tenant:N",
+                    x=utc_x("day", days=True), y=alt.Y("cost:Q", title="cost per day (USD)"), color="tenant:N",
+                    tooltip=[utc_tooltip("day", days=True), "tenant:N", alt.Tooltip("cost:Q", format="$.4f")],
                 ).properties(height=220), width="stretch")
