@@ -86,7 +86,8 @@ def interval_plot(result: MetricResult) -> alt.Chart | None:
         x="estimate:Q", color=alt.Color("variant:N", legend=None),
         tooltip=["variant:N", alt.Tooltip("estimate:Q", format=".4g"), alt.Tooltip("low:Q", format=".4g"),
                  alt.Tooltip("high:Q", format=".4g"), "units:Q"])
-    return (bars + points).properties(height=40 + 40 * len(df), title=f"{result.metric.label}: 95% intervals")
+    # A height per row: Streamlit fits a fixed total height into its own, which stacked the rows on one line.
+    return (bars + points).properties(height=alt.Step(40), title=f"{result.metric.label}: 95% intervals")
 
 
 def lift_plot(results: Sequence[MetricResult]) -> alt.Chart | None:

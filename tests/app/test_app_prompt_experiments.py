@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,6 +88,11 @@ def test_results_by_deep_link_show_health_decision_charts_and_tests(pex: dict[st
     assert {"Thumbs-up rate", "Tokens per call", "Latency per call (ms)"} <= set(tests["metric"])
     charts = at.get("vega_lite_chart")
     assert len(charts) >= 3  # intervals per variant, lift, metric over time (and the difference)
+    specs = {json.loads(c.proto.spec).get("title"): json.loads(c.proto.spec) for c in charts}
+    # a height per variant row (Streamlit squeezed a fixed total height onto one line); days in UTC
+    assert specs["Thumbs-up rate: 95% intervals"]["height"] == {"step": 40}
+    over_time = specs["Thumbs-up rate over time"]["layer"][0]["encoding"]["x"]
+    assert over_time["scale"]["type"] == "utc" and over_time["title"].endswith("(UTC)")
     assert frame(at, "guardrail", "status").iloc[0]["guardrail"] == "latency_ms"
 
 
