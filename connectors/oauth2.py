@@ -79,7 +79,8 @@ def oauth_error(vendor: str, code: str, description: str, grant: str = "refresh_
     text = f"{code}: {description}".strip(": ")
     if code in TRANSIENT_ERRORS:
         return TransientError(f"{vendor} token service is unavailable ({text})")
-    if grant == "authorization_code" and code in ("invalid_grant", "invalid_request", "bad_verification_code"):
+    if grant == "authorization_code" and code in ("invalid_grant", "invalid_request", "bad_verification_code",
+                                                  "invalid_code", "code_already_used", "bad_redirect_uri"):
         return ConfigError(
             f"{vendor} refused the authorization code ({text}); it expired, was already used or does not match "
             "this consent. Start Connect again."

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
 from connectors.http import httpx_client, ssl_context
-from connectors.oauth2 import OAuth2Client, StaticToken, TokenProvider
+from connectors.oauth2 import OAuth2Client, OAuth2Consent, StaticToken, TokenProvider
 from connectors.pagination import CursorPaginator
 from connectors.retry import error_for_status, is_transport_error, parse_retry_after, transport_error
 from connectors.text import as_timestamp, require
@@ -41,8 +41,9 @@ def ts_key(ts: str) -> tuple[int, int]:
 
 
 def _slack_token_error(body: dict[str, Any]) -> tuple[str, str] | None:
+    """Slack's token service answers 200 with ``ok: false`` and an error code instead of an OAuth error."""
     if body.get("ok") is False:
-        return str(body.get("error") or "unknown_error"), "Slack token rotation failed"
+        return str(body.get("error") or "unknown_error"), "oauth.v2.access refused the request"
     return None
 
 
@@ -54,10 +55,13 @@ class SlackConnector(Connector):
         ConfigField("base_url", "API base URL", required=False, default="https://slack.com"),
         ConfigField("channels", "Channel ids (comma separated; empty = all the bot is in)", required=False),
         ConfigField("page_size", "Messages per page (max 999)", required=False, default=200),
+        ConfigField("authorize_url", "Consent page URL", required=False,
+                    default="https://slack.com/oauth/v2/authorize"),
         ConfigField("ca_bundle", "CA bundle path", required=False),
     )
     credential_fields = (
-        ConfigField("access_token", "Bot token (xoxb-...)", secret=True),
+        ConfigField("access_token", "Bot token (xoxb-...; empty to connect by consent)", required=False,
+                    secret=True),
         ConfigField("refresh_token", "Refresh token (token rotation)", required=False, secret=True),
         ConfigField("client_id", "App client id", required=False, secret=True),
         ConfigField("client_secret", "App client secret", required=False, secret=True),
@@ -65,25 +69,22 @@ class SlackConnector(Connector):
     )
     supports_write = frozenset({"message"})
     webhooks = True
+    oauth_consent = True
+    # What the connector calls: conversations.list/history (public and private channels) and chat.postMessage.
+    CONSENT_SCOPES = ("channels:read", "channels:history", "groups:read", "groups:history", "chat:write")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         base = str(self.config.get("base_url") or "https://slack.com").rstrip("/")
         self.page_size = max(1, min(int(self.config.get("page_size") or 200), 999))
         self._token_http = httpx_client(self.config, self.http_timeout)
+        self._token_url = f"{base}/api/oauth.v2.access"
         self.auth: TokenProvider
-        if self.credentials.get("refresh_token"):
-            self.auth = OAuth2Client(
-                VENDOR,
-                f"{base}/api/oauth.v2.access",
-                client_id=str(self.credentials.get("client_id") or ""),
-                client_secret=str(self.credentials.get("client_secret") or ""),
-                credentials=self.credentials,
-                http=self._token_http,
-                retry=self.retry,
-                token_store=self.token_store,
-                response_error=_slack_token_error,
-            )
+        refresh = bool(self.credentials.get("refresh_token"))
+        # An app's keys without a bot token yet: the workspace is connected by consent (the app's install page).
+        awaiting_consent = bool(self.credentials.get("client_id")) and not self.credentials.get("access_token")
+        if refresh or awaiting_consent:
+            self.auth = self._oauth_client("refresh_token" if refresh else "authorization_code", self.credentials)
         else:
             self.auth = StaticToken(VENDOR, str(self.credentials.get("access_token") or ""))
         self.client = WebClient(
@@ -153,6 +154,32 @@ class SlackConnector(Connector):
 
     def token_info(self) -> dict[str, Any] | None:
         return self.auth.info()
+
+    def _oauth_client(self, grant: str, credentials: dict[str, Any]) -> OAuth2Client:
+        return OAuth2Client(
+            VENDOR,
+            self._token_url,
+            client_id=str(self.credentials.get("client_id") or ""),
+            client_secret=str(self.credentials.get("client_secret") or ""),
+            credentials=credentials,
+            http=self._token_http,
+            retry=self.retry,
+            grant=grant,
+            token_store=self.token_store,
+            response_error=_slack_token_error,
+        )
+
+    def consent(self) -> OAuth2Consent:
+        """Slack's app install page (OAuth v2, comma-separated bot scopes); the code is bound by the client secret.
+
+        A bot token without rotation never expires, so the connection may hold one already: installing
+        again (after the app was removed, or for new scopes) redeems the code with the app's keys.
+        """
+        url = str(self.config.get("authorize_url") or "https://slack.com/oauth/v2/authorize")
+        client = self.auth
+        if isinstance(client, StaticToken) and self.credentials.get("client_id"):
+            client = self._oauth_client("authorization_code", {})
+        return OAuth2Consent(client, url, self.CONSENT_SCOPES, pkce=False, scope_separator=",")
 
     # -- reading ----------------------------------------------------------------------------
     def _channels(self) -> list[str]:

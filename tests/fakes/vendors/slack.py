@@ -3,7 +3,9 @@
 Errors follow Slack: most are HTTP 200 with ``{"ok": false, "error": ...}``; rate limits are HTTP
 429 with Retry-After. History is newest first, ``oldest`` exclusive unless ``inclusive``, and
 cursors are stateless (``next_ts:<ts>`` base64), as Slack's are. Expiring tokens (token rotation)
-answer ``token_expired`` until refreshed through ``oauth.v2.access``.
+answer ``token_expired`` until refreshed through ``oauth.v2.access``. Installing the app by consent:
+``/oauth/v2/authorize`` consents at once and redirects back with a code, which ``oauth.v2.access``
+redeems for a bot token (plus a refresh token and a lifetime when token rotation is on, as Slack does).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class FakeSlack(FakeVendor):
     def connector_config(self) -> dict[str, Any]:
         config = super().connector_config()
         config["page_size"] = self.page_size
+        config["authorize_url"] = f"{self.url}/oauth/v2/authorize"  # slack.com in real life
         return config
 
     def connector_credentials(self) -> dict[str, Any]:
@@ -103,25 +106,30 @@ class FakeSlack(FakeVendor):
         return Response(200, {"ok": False, "error": "invalid_auth"})
 
     # -- methods --------------------------------------------------------------------------------
+    @route("GET", r"/oauth/v2/authorize")
+    def authorize(self, req: Request) -> Response:
+        return self.consent_redirect(req)
+
     @route("POST", r"/api/oauth\.v2\.access")
     def oauth_access(self, req: Request) -> Response:
         form = self._args(req)
         if not self.oauth.client_ok(form.get("client_id"), form.get("client_secret")):
             return Response(200, {"ok": False, "error": "invalid_client_id"})
+        answer: dict[str, Any] = {"ok": True, "token_type": "bot", "team": {"id": "T0001", "name": "Castiel"}}
+        if form.get("grant_type") == "authorization_code":
+            redeemed = self.redeem_code(form)
+            if isinstance(redeemed, str):
+                error = {"redirect": "bad_redirect_uri", "client": "invalid_client_id"}.get(redeemed, "invalid_code")
+                return Response(200, {"ok": False, "error": error})
+            answer["access_token"] = redeemed[0]
+            if self.rotation:  # without token rotation Slack answers a bot token that never expires
+                answer.update(refresh_token=redeemed[1], expires_in=self.oauth.expires_in)
+            return Response(200, answer)
         issued = self.oauth.refresh(form.get("refresh_token"))
         if issued is None:
             return Response(200, {"ok": False, "error": "invalid_refresh_token"})
-        return Response(
-            200,
-            {
-                "ok": True,
-                "access_token": issued[0],
-                "refresh_token": issued[1],
-                "expires_in": self.oauth.expires_in,
-                "token_type": "bot",
-                "team": {"id": "T0001", "name": "Castiel"},
-            },
-        )
+        answer.update(access_token=issued[0], refresh_token=issued[1], expires_in=self.oauth.expires_in)
+        return Response(200, answer)
 
     @route("GET|POST", r"/api/auth\.test")
     def auth_test(self, req: Request) -> Response:

@@ -127,7 +127,8 @@ def audit_rows(stack: Stack, action: str) -> list[dict[str, Any]]:
     return stack.services.store.query("audit", TENANT, {"action": action})
 
 
-@pytest.mark.parametrize(("provider", "pkce"), [("salesforce", True), ("hubspot", False), ("gdrive", True)])
+@pytest.mark.parametrize(("provider", "pkce"),
+                         [("salesforce", True), ("hubspot", False), ("gdrive", True), ("slack", False)])
 def test_consent_connects_the_account_and_the_next_sync_refreshes_with_its_token(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor], provider: str, pkce: bool
 ) -> None:
@@ -179,6 +180,33 @@ def test_consent_connects_the_account_and_the_next_sync_refreshes_with_its_token
     assert [r["reason"] for r in done] == ["onboarding the customer's account"]
     logged = json.dumps(started + done)
     assert consent_refresh not in logged and answer["code"] not in logged and creds["access_token"] not in logged
+
+
+def test_slack_install_without_token_rotation_keeps_the_bot_token_and_a_replayed_code_is_refused(
+    stack: Stack, admin: Principal, fakes: dict[str, FakeVendor]
+) -> None:
+    fake = CASES["slack"].start(records=6, page_size=5)
+    fake.rotation = fake.oauth.rotate = False  # the catalog's Slack case rotates tokens; this app does not
+    fakes["slack"] = fake
+    keys = {"client_id": fake.oauth.client_id, "client_secret": fake.oauth.client_secret}
+    conn_id = str(stack.integrations.create_connection(
+        SYSTEM, TENANT, "slack", "Slack by consent", fake.connector_config(), keys, reason="setup")["id"])
+    svc = stack.integrations
+    url = svc.begin_consent(admin, TENANT, conn_id, REDIRECT, "install the app in the sales workspace")
+    asked = query_of(url)
+    assert asked["scope"] == "channels:read,channels:history,groups:read,groups:history,chat:write"
+    answer = follow(fake, url)
+    outcome = svc.complete_consent(admin, answer["state"], code=answer["code"], params=answer)
+    assert outcome.ok, outcome.message
+    creds = stack.engine.credentials_of(stack.connection(conn_id))
+    assert creds["access_token"] and "refresh_token" not in creds  # a bot token that does not expire
+    run = sync(stack, conn_id)
+    assert run["status"] == "succeeded" and run["written"] > 0, run.get("error")
+
+    # The same code presented again (a second consent's state): Slack answers ok=false, invalid_code.
+    again = follow(fake, svc.begin_consent(admin, TENANT, conn_id, REDIRECT, "install again"))
+    replay = svc.complete_consent(admin, again["state"], code=answer["code"])
+    assert not replay.ok and "refused the authorization code" in replay.message and "invalid_code" in replay.message
 
 
 def test_a_state_is_accepted_once_even_when_two_tabs_race(
