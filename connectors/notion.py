@@ -6,7 +6,9 @@ the ``start_cursor`` so a run that dies resumes on the next page. Each page's te
 (``blocks.children.list``, paged) flattened to plain text.
 ``rows``: for each configured data source, ``data_sources.query`` filtered by ``last_edited_time
 on_or_after`` the source's watermark and sorted ascending, so the watermark advances page by page.
-Auth: an integration token (Notion tokens do not expire). Webhooks: ``X-Notion-Signature``
+Auth: an integration token (internal integrations; it does not expire), or a public integration
+connected by consent (OAuth: the authorize page, then ``/v1/oauth/token`` with HTTP Basic client
+authentication and a JSON body; a refresh token when Notion answers one). Webhooks: ``X-Notion-Signature``
 (HMAC-SHA256 of the body with the verification token); events carry an ``id`` for de-duplication.
 """
 
@@ -22,8 +24,8 @@ from notion_client import Client
 from notion_client.errors import APIResponseError, HTTPResponseError, RequestTimeoutError
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
-from connectors.http import ssl_context
-from connectors.oauth2 import StaticToken
+from connectors.http import httpx_client, ssl_context
+from connectors.oauth2 import OAuth2Client, OAuth2Consent, StaticToken, TokenProvider
 from connectors.pagination import CursorPaginator
 from connectors.retry import error_for_status, is_transport_error, transport_error
 from connectors.text import as_timestamp, require
@@ -83,6 +85,10 @@ def page_title(properties: dict[str, Any]) -> str:
     return ""
 
 
+class _TokenRejected(Exception):
+    """Notion answered 401 to a token that a refresh may replace."""
+
+
 class NotionConnector(Connector):
     name = "notion"
     label = "Notion"
@@ -94,34 +100,85 @@ class NotionConnector(Connector):
         ConfigField("base_url", "API base URL", required=False, default="https://api.notion.com"),
         ConfigField("data_source_ids", "Data source ids for rows (comma separated)", required=False),
         ConfigField("page_size", "Results per page (max 100)", required=False, default=100),
+        ConfigField("authorize_url", "Consent page URL (public integrations)", required=False,
+                    default="https://api.notion.com/v1/oauth/authorize"),
         ConfigField("ca_bundle", "CA bundle path", required=False),
     )
     credential_fields = (
-        ConfigField("access_token", "Integration token", secret=True),
+        ConfigField("access_token", "Integration token (empty to connect a public integration by consent)",
+                    required=False, secret=True),
+        ConfigField("client_id", "Public integration OAuth client id", required=False, secret=True),
+        ConfigField("client_secret", "Public integration OAuth client secret", required=False, secret=True),
+        ConfigField("refresh_token", "Refresh token", required=False, secret=True),
         ConfigField("webhook_secret", "Webhook verification token", required=False, secret=True),
     )
     supports_write = frozenset({"row"})
     webhooks = True
+    oauth_consent = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.page_size = max(1, min(int(self.config.get("page_size") or 100), 100))
-        self.auth = StaticToken(VENDOR, str(self.credentials.get("access_token") or ""))
+        base = str(self.config.get("base_url") or "https://api.notion.com").rstrip("/")
+        self._token_url = f"{base}/v1/oauth/token"
+        self._token_http = httpx_client(self.config, self.http_timeout)
+        self.auth: TokenProvider
+        refresh = bool(self.credentials.get("refresh_token"))
+        # A public integration's keys without a token yet: the workspace is connected by consent.
+        awaiting_consent = bool(self.credentials.get("client_id")) and not self.credentials.get("access_token")
+        if refresh or awaiting_consent:
+            self.auth = self._oauth_client("refresh_token" if refresh else "authorization_code", self.credentials)
+        else:
+            self.auth = StaticToken(VENDOR, str(self.credentials.get("access_token") or ""))
         self._http = httpx.Client(verify=ssl_context(self.config))
         self.client = Client(
             client=self._http,
-            auth=self.auth.access_token(),
-            base_url=str(self.config.get("base_url") or "https://api.notion.com").rstrip("/"),
+            base_url=base,
             timeout_ms=int(self.http_timeout * 1000),
             retry=False,  # one retry policy for every connector: ours
         )
 
+    def _oauth_client(self, grant: str, credentials: dict[str, Any]) -> OAuth2Client:
+        return OAuth2Client(
+            VENDOR,
+            self._token_url,
+            client_id=str(self.credentials.get("client_id") or ""),
+            client_secret=str(self.credentials.get("client_secret") or ""),
+            credentials=credentials,
+            http=self._token_http,
+            retry=self.retry,
+            grant=grant,
+            token_store=self.token_store,
+            basic_auth=True,
+            json_body=True,
+        )
+
+    def consent(self) -> OAuth2Consent:
+        """Notion's authorize page for a public integration (``owner=user``; no scopes, no PKCE: the code is
+        bound by the client secret). A connection holding a token may connect again with the keys."""
+        url = str(self.config.get("authorize_url") or "https://api.notion.com/v1/oauth/authorize")
+        client = self.auth
+        if isinstance(client, StaticToken) and self.credentials.get("client_id"):
+            client = self._oauth_client("authorization_code", {})
+        return OAuth2Consent(client, url, (), pkce=False, extra_params={"owner": "user"})
+
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, fn: Callable[[], Any], writing: bool = False) -> dict[str, Any]:
         def once() -> dict[str, Any]:
+            refreshable = isinstance(self.auth, OAuth2Client) and bool(self.auth.tokens.get("refresh_token"))
+            try:
+                return attempt(refreshable)
+            except _TokenRejected:
+                self.auth.refresh()  # a 401 with a refresh token at hand: one new access token, then once more
+                return attempt(False)
+
+        def attempt(refreshable: bool) -> dict[str, Any]:
+            self._http.headers["Authorization"] = f"Bearer {self.auth.access_token()}"
             try:
                 result = fn()
             except APIResponseError as exc:
+                if refreshable and int(exc.status) == 401:
+                    raise _TokenRejected from exc
                 code = str(getattr(exc, "code", "") or "")
                 raise error_for_status(
                     VENDOR, int(exc.status), f"{code}: {exc}".strip(": "), dict(exc.headers or {}), writing=writing
@@ -150,7 +207,7 @@ class NotionConnector(Connector):
         return f"Connected to Notion as {me.get('name')}" + (f" (workspace {workspace})" if workspace else "")
 
     def token_info(self) -> dict[str, Any] | None:
-        return None
+        return self.auth.info()
 
     # -- reading ----------------------------------------------------------------------------
     def read_pages(self, stream_name: str, state: dict[str, Any] | None, full: bool = False) -> Iterator[Page]:
@@ -366,3 +423,4 @@ class NotionConnector(Connector):
 
     def close(self) -> None:
         self._http.close()
+        self._token_http.close()

@@ -212,6 +212,7 @@ class OAuth2Client(TokenProvider):
         refresh_margin: float = 300.0,
         refresh_token_lifetime_days: float | None = None,
         basic_auth: bool = False,
+        json_body: bool = False,
         extra_params: dict[str, str] | None = None,
         response_error: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -235,6 +236,7 @@ class OAuth2Client(TokenProvider):
         self.refresh_margin = refresh_margin
         self.refresh_token_lifetime_days = refresh_token_lifetime_days
         self.basic_auth = basic_auth
+        self.json_body = json_body  # the grant as a JSON object (Notion) instead of a form (RFC 6749)
         self.extra_params = extra_params or {}
         self.response_error = response_error
         self.clock = clock
@@ -279,11 +281,12 @@ class OAuth2Client(TokenProvider):
         form = self._request_body() if form is None else form
         try:
             headers = {"Accept": "application/json"}
+            payload: dict[str, Any] = {"json": form} if self.json_body else {"data": form}
             if self.basic_auth:
                 basic = httpx.BasicAuth(self.client_id, self.client_secret)
-                response = self.http.post(self.token_url, data=form, auth=basic, headers=headers)
+                response = self.http.post(self.token_url, auth=basic, headers=headers, **payload)
             else:
-                response = self.http.post(self.token_url, data=form, headers=headers)
+                response = self.http.post(self.token_url, headers=headers, **payload)
         except httpx.TransportError as exc:
             raise transport_error(f"{self.vendor} token service", exc) from exc
         try:

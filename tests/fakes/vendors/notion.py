@@ -49,11 +49,14 @@ class FakeNotion(FakeVendor):
 
     def connector_config(self) -> dict[str, Any]:
         config = super().connector_config()
-        config.update(page_size=self.page_size, data_source_ids=self.data_source_id)
+        config.update(page_size=self.page_size, data_source_ids=self.data_source_id,
+                      authorize_url=f"{self.url}/v1/oauth/authorize")  # api.notion.com in real life
         return config
 
     def connector_credentials(self) -> dict[str, Any]:
-        return {"access_token": self.oauth.initial_access_token, "webhook_secret": self.webhook_secret}
+        # a public integration's keys along with its token (without the token, a connection connects by consent)
+        return {"access_token": self.oauth.initial_access_token, "webhook_secret": self.webhook_secret,
+                "client_id": self.oauth.client_id, "client_secret": self.oauth.client_secret}
 
     def _error(self, status: int, code: str, message: str) -> Response:
         return Response(status, {"object": "error", "status": status, "code": code, "message": message})
@@ -109,6 +112,36 @@ class FakeNotion(FakeVendor):
             "type": kind,
             kind: {},
         }
+
+    # -- OAuth (public integrations) -------------------------------------------------------------
+    @route("GET", r"/v1/oauth/authorize")
+    def authorize(self, req: Request) -> Response:
+        return self.consent_redirect(req)
+
+    @route("POST", r"/v1/oauth/token")
+    def token(self, req: Request) -> Response:
+        """Notion's token endpoint: client by HTTP Basic, the grant as a JSON body, RFC 6749 error codes."""
+        basic = req.basic
+        body = req.json() if "json" in (req.header("content-type") or "") else None
+        if not isinstance(body, dict):
+            return Response(400, {"error": "invalid_request", "error_description": "body must be a JSON object"})
+        if basic is None or not self.oauth.client_ok(*basic):
+            return Response(401, {"error": "invalid_client", "error_description": "bad client credentials"})
+        form = {k: str(v) for k, v in body.items() if v is not None}
+        if form.get("grant_type") == "authorization_code":
+            redeemed = self.redeem_code(form, basic)
+            if isinstance(redeemed, str):
+                return Response(400, {"error": "invalid_grant", "error_description": f"bad code ({redeemed})"})
+            issued: tuple[str, str] | None = redeemed
+        elif form.get("grant_type") == "refresh_token":
+            issued = self.oauth.refresh(form.get("refresh_token"))
+        else:
+            return Response(400, {"error": "unsupported_grant_type", "error_description": form.get("grant_type")})
+        if issued is None:
+            return Response(400, {"error": "invalid_grant", "error_description": "unknown refresh token"})
+        return Response(200, {"access_token": issued[0], "token_type": "bearer", "refresh_token": issued[1],
+                              "bot_id": "bot-0001", "workspace_id": "ws-0001", "workspace_name": "Castiel",
+                              "owner": {"type": "workspace", "workspace": True}})
 
     @route("GET", r"/v1/users/me")
     def me(self, req: Request) -> Response:

@@ -141,6 +141,18 @@ class Request:
         auth = self.header("authorization") or ""
         return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
+    @property
+    def basic(self) -> tuple[str, str] | None:
+        """(user, password) of an HTTP Basic Authorization header (OAuth clients authenticating)."""
+        auth = self.header("authorization") or ""
+        if not auth.lower().startswith("basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
+        except ValueError:
+            return None
+        return urllib.parse.unquote(user), urllib.parse.unquote(password)
+
 
 @dataclass
 class Response:

@@ -128,7 +128,8 @@ def audit_rows(stack: Stack, action: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("provider", "pkce"),
-                         [("salesforce", True), ("hubspot", False), ("gdrive", True), ("slack", False)])
+                         [("salesforce", True), ("hubspot", False), ("gdrive", True), ("slack", False),
+                          ("notion", False)])
 def test_consent_connects_the_account_and_the_next_sync_refreshes_with_its_token(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor], provider: str, pkce: bool
 ) -> None:
@@ -355,13 +356,22 @@ def test_connectors_without_consent_and_apps_without_keys_say_what_to_do(
     stack: Stack, admin: Principal, fakes: dict[str, FakeVendor]
 ) -> None:
     svc = stack.integrations
-    notion = start(fakes, "notion")
-    notion_id = stack.integrations.create_connection(
-        SYSTEM, TENANT, "notion", "Notion", notion.connector_config(), notion.connector_credentials(), reason="setup",
+    folder = stack.services.settings.data_dir / "drop"
+    folder.mkdir(parents=True)
+    files_id = stack.integrations.create_connection(
+        SYSTEM, TENANT, "localfiles", "Shared folder", {"path": str(folder)}, {}, reason="setup",
     )["id"]
-    assert not svc.provider("notion").consent and svc.provider("salesforce").consent
+    assert not svc.provider("localfiles").consent and svc.provider("notion").consent
     with pytest.raises(Invalid, match="not connected through a consent page"):
-        svc.begin_consent(admin, TENANT, notion_id, REDIRECT, "connect")
+        svc.begin_consent(admin, TENANT, files_id, REDIRECT, "connect")
+
+    notion = start(fakes, "notion")  # an internal integration: its token, no public integration keys
+    internal = stack.integrations.create_connection(
+        SYSTEM, TENANT, "notion", "Notion", notion.connector_config(),
+        {"access_token": notion.oauth.initial_access_token}, reason="setup",
+    )["id"]
+    with pytest.raises(ConfigError, match="client id and client secret"):
+        svc.begin_consent(admin, TENANT, internal, REDIRECT, "connect")
 
     hubspot = start(fakes, "hubspot")
     private_app = stack.integrations.create_connection(

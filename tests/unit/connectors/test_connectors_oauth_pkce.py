@@ -125,7 +125,7 @@ def test_a_client_waiting_for_consent_hands_out_no_token_and_says_why():
         OAuth2Consent(StaticToken("Acme", "t"), "https://acme.example/authorize")
 
 
-def test_connectors_declare_their_consent_pages():
+def test_connectors_declare_their_consent_pages(tmp_path):
     creds = {"client_id": "id", "client_secret": "secret"}
     sf = build_connector("salesforce", {"instance_url": "https://acme.my.salesforce.com",
                                         "login_url": "https://login.salesforce.com"}, creds)
@@ -144,7 +144,22 @@ def test_connectors_declare_their_consent_pages():
     assert gq["access_type"] == "offline" and gq["scope"].endswith("/auth/drive.readonly")
     gd.close()
 
-    notion = build_connector("notion", {}, {"access_token": "secret_x"})
-    with pytest.raises(Invalid, match="not connected through a consent page"):
-        notion.consent()
+    slack = build_connector("slack", {}, creds)
+    sq = dict(parse_qsl(urlsplit(slack.consent().begin(REDIRECT, "s").url).query))
+    assert sq["scope"] == "channels:read,channels:history,groups:read,groups:history,chat:write"
+    assert "code_challenge" not in sq
+    slack.close()
+
+    notion = build_connector("notion", {}, creds)
+    nq = dict(parse_qsl(urlsplit(notion.consent().begin(REDIRECT, "s").url).query))
+    assert nq["owner"] == "user" and "scope" not in nq
     notion.close()
+    internal = build_connector("notion", {}, {"access_token": "secret_x"})  # an internal integration's token
+    with pytest.raises(ConfigError, match="client id and client secret"):
+        internal.consent()
+    internal.close()
+
+    files = build_connector("localfiles", {"path": str(tmp_path)}, {})
+    with pytest.raises(Invalid, match="not connected through a consent page"):
+        files.consent()
+    files.close()
