@@ -319,7 +319,7 @@ def consent_area(detail: ConnectionDetail) -> None:
     if info is None or not info.consent:
         return
     conn = detail.connection
-    st.markdown(f"**Connect with {info.label}** instead of pasting a refresh token: sign in at {info.label} "
+    st.markdown(f"**Connect with {info.label}** instead of pasting a token: sign in at {info.label} "
                 "and approve access.")
     last = conn.get("lastConsent")
     if last:
