@@ -93,7 +93,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -101,7 +101,7 @@ from connectors.retry import RetryPolicy
 from core.errors import Invalid
 
 if TYPE_CHECKING:
-    from connectors.oauth2 import ConsentFlow
+    from connectors.oauth2 import ConsentFlow, OAuth2Client, TokenProvider
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,40 @@ class Connector(ABC):
         self.http_timeout = float(http_timeout)
         self.retry = retry or RetryPolicy()
         self._check_settings()
+
+    def app_token_client(self, token_url: str, grant: str, credentials: Mapping[str, Any], http: Any,
+                         **options: Any) -> OAuth2Client:
+        """An OAuth2 token client with this connection's app keys (client id and secret in its credentials),
+        holding the tokens in ``credentials`` and saving refreshed ones to the connection's token store."""
+        from connectors.oauth2 import OAuth2Client
+
+        return OAuth2Client(
+            self.label, token_url, client_id=str(self.credentials.get("client_id") or ""),
+            client_secret=str(self.credentials.get("client_secret") or ""), credentials=dict(credentials),
+            http=http, retry=self.retry, grant=grant, token_store=self.token_store, **options,
+        )
+
+    def token_or_consent(self, make_client: Callable[[str, dict[str, Any]], OAuth2Client]) -> TokenProvider:
+        """For vendors with long-lived tokens and an install (consent) page: a refresh-token client when the
+        connection holds a refresh token, a client waiting for consent when it holds the app's keys and no
+        token, else its API token. ``make_client(grant, credentials)`` builds the OAuth2 client."""
+        from connectors.oauth2 import StaticToken
+
+        refresh = bool(self.credentials.get("refresh_token"))
+        awaiting_consent = bool(self.credentials.get("client_id")) and not self.credentials.get("access_token")
+        if refresh or awaiting_consent:
+            return make_client("refresh_token" if refresh else "authorization_code", self.credentials)
+        return StaticToken(self.label, str(self.credentials.get("access_token") or ""))
+
+    def consent_client(self, auth: TokenProvider,
+                       make_client: Callable[[str, dict[str, Any]], OAuth2Client]) -> TokenProvider:
+        """The client a consent redeems its code with: ``auth``, or one from the app's keys when ``auth`` is a
+        long-lived API token (a connection holding one can connect again, e.g. after the app was removed)."""
+        from connectors.oauth2 import StaticToken
+
+        if isinstance(auth, StaticToken) and self.credentials.get("client_id"):
+            return make_client("authorization_code", {})
+        return auth
 
     # -- settings -----------------------------------------------------------------------------
     def _check_settings(self) -> None:

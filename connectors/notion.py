@@ -25,7 +25,7 @@ from notion_client.errors import APIResponseError, HTTPResponseError, RequestTim
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
 from connectors.http import httpx_client, ssl_context
-from connectors.oauth2 import OAuth2Client, OAuth2Consent, StaticToken, TokenProvider
+from connectors.oauth2 import OAuth2Client, OAuth2Consent, TokenProvider
 from connectors.pagination import CursorPaginator
 from connectors.retry import error_for_status, is_transport_error, transport_error
 from connectors.text import as_timestamp, require
@@ -122,14 +122,7 @@ class NotionConnector(Connector):
         base = str(self.config.get("base_url") or "https://api.notion.com").rstrip("/")
         self._token_url = f"{base}/v1/oauth/token"
         self._token_http = httpx_client(self.config, self.http_timeout)
-        self.auth: TokenProvider
-        refresh = bool(self.credentials.get("refresh_token"))
-        # A public integration's keys without a token yet: the workspace is connected by consent.
-        awaiting_consent = bool(self.credentials.get("client_id")) and not self.credentials.get("access_token")
-        if refresh or awaiting_consent:
-            self.auth = self._oauth_client("refresh_token" if refresh else "authorization_code", self.credentials)
-        else:
-            self.auth = StaticToken(VENDOR, str(self.credentials.get("access_token") or ""))
+        self.auth: TokenProvider = self.token_or_consent(self._oauth_client)
         self._http = httpx.Client(verify=ssl_context(self.config))
         self.client = Client(
             client=self._http,
@@ -139,28 +132,15 @@ class NotionConnector(Connector):
         )
 
     def _oauth_client(self, grant: str, credentials: dict[str, Any]) -> OAuth2Client:
-        return OAuth2Client(
-            VENDOR,
-            self._token_url,
-            client_id=str(self.credentials.get("client_id") or ""),
-            client_secret=str(self.credentials.get("client_secret") or ""),
-            credentials=credentials,
-            http=self._token_http,
-            retry=self.retry,
-            grant=grant,
-            token_store=self.token_store,
-            basic_auth=True,
-            json_body=True,
-        )
+        return self.app_token_client(self._token_url, grant, credentials, self._token_http,
+                                     basic_auth=True, json_body=True)
 
     def consent(self) -> OAuth2Consent:
         """Notion's authorize page for a public integration (``owner=user``; no scopes, no PKCE: the code is
         bound by the client secret). A connection holding a token may connect again with the keys."""
         url = str(self.config.get("authorize_url") or "https://api.notion.com/v1/oauth/authorize")
-        client = self.auth
-        if isinstance(client, StaticToken) and self.credentials.get("client_id"):
-            client = self._oauth_client("authorization_code", {})
-        return OAuth2Consent(client, url, (), pkce=False, extra_params={"owner": "user"})
+        return OAuth2Consent(self.consent_client(self.auth, self._oauth_client), url, (), pkce=False,
+                             extra_params={"owner": "user"})
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, fn: Callable[[], Any], writing: bool = False) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 
 from connectors.base import ConfigField, Connector, Page, Record, Stream, WebhookEvent
 from connectors.http import httpx_client, ssl_context
-from connectors.oauth2 import OAuth2Client, OAuth2Consent, StaticToken, TokenProvider
+from connectors.oauth2 import OAuth2Client, OAuth2Consent, TokenProvider
 from connectors.pagination import CursorPaginator
 from connectors.retry import error_for_status, is_transport_error, parse_retry_after, transport_error
 from connectors.text import as_timestamp, require
@@ -79,14 +79,7 @@ class SlackConnector(Connector):
         self.page_size = max(1, min(int(self.config.get("page_size") or 200), 999))
         self._token_http = httpx_client(self.config, self.http_timeout)
         self._token_url = f"{base}/api/oauth.v2.access"
-        self.auth: TokenProvider
-        refresh = bool(self.credentials.get("refresh_token"))
-        # An app's keys without a bot token yet: the workspace is connected by consent (the app's install page).
-        awaiting_consent = bool(self.credentials.get("client_id")) and not self.credentials.get("access_token")
-        if refresh or awaiting_consent:
-            self.auth = self._oauth_client("refresh_token" if refresh else "authorization_code", self.credentials)
-        else:
-            self.auth = StaticToken(VENDOR, str(self.credentials.get("access_token") or ""))
+        self.auth: TokenProvider = self.token_or_consent(self._oauth_client)
         self.client = WebClient(
             token=None,
             base_url=f"{base}/api/",
@@ -156,18 +149,8 @@ class SlackConnector(Connector):
         return self.auth.info()
 
     def _oauth_client(self, grant: str, credentials: dict[str, Any]) -> OAuth2Client:
-        return OAuth2Client(
-            VENDOR,
-            self._token_url,
-            client_id=str(self.credentials.get("client_id") or ""),
-            client_secret=str(self.credentials.get("client_secret") or ""),
-            credentials=credentials,
-            http=self._token_http,
-            retry=self.retry,
-            grant=grant,
-            token_store=self.token_store,
-            response_error=_slack_token_error,
-        )
+        return self.app_token_client(self._token_url, grant, credentials, self._token_http,
+                                     response_error=_slack_token_error)
 
     def consent(self) -> OAuth2Consent:
         """Slack's app install page (OAuth v2, comma-separated bot scopes); the code is bound by the client secret.
@@ -176,10 +159,8 @@ class SlackConnector(Connector):
         again (after the app was removed, or for new scopes) redeems the code with the app's keys.
         """
         url = str(self.config.get("authorize_url") or "https://slack.com/oauth/v2/authorize")
-        client = self.auth
-        if isinstance(client, StaticToken) and self.credentials.get("client_id"):
-            client = self._oauth_client("authorization_code", {})
-        return OAuth2Consent(client, url, self.CONSENT_SCOPES, pkce=False, scope_separator=",")
+        return OAuth2Consent(self.consent_client(self.auth, self._oauth_client), url, self.CONSENT_SCOPES,
+                             pkce=False, scope_separator=",")
 
     # -- reading ----------------------------------------------------------------------------
     def _channels(self) -> list[str]:
